@@ -1,0 +1,590 @@
+"""The sweep spec: pydantic models of the YAML (DESIGN §4) and `load_spec`, which finds every problem.
+
+    spec = load_spec("search_spaces/task_ratio.yaml")   # SweepSpec, or SpecError listing all problems
+    recipe = spec.recipe(sampled_params)                # base ⊕ one sampled point -> trainers Recipe
+
+Validation happens once, here, before anything starts: the structure (pydantic, strict), the
+base recipe, the search keys against the Recipe's fields, the sampler options, the scheduler, and
+finally base ⊕ every extreme point of the search (so `teacher_switch_step: {int: [0, 6]}` with
+nfe 4 fails at load time, not in trial 5 an hour later).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from orchestrator import space
+from orchestrator.errors import (
+    Loc,
+    Problem,
+    SpecError,
+    did_you_mean,
+    line_of,
+    pydantic_problems,
+    read_yaml,
+    show,
+)
+from trainers.recipe import MIX_FIELDS, RECIPE_FIELDS, Recipe
+
+# Metrics the trainer reports (DESIGN §7) and which way is better. The grouped ones also exist
+# per group: `t2i_score/<category>`, `edit_score/<edit_type>` (same direction as the aggregate).
+KNOWN_METRICS: dict[str, Literal["max", "min"]] = {
+    "score": "max",
+    "t2i_score": "max",
+    "edit_score": "max",
+    "diversity": "max",
+    "fd": "min",
+    "adherence": "max",
+    "purity": "max",
+}
+GROUPED_METRICS = ("t2i_score", "edit_score")
+_GROUP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+
+# Above this many combinations of extreme points, only each search entry alone is checked.
+MAX_JOINT_POINTS = 4096
+
+
+def is_known_metric(name: str) -> bool:
+    """True for a metric in KNOWN_METRICS or `t2i_score/<category>` / `edit_score/<edit_type>`."""
+    head, slash, group = name.partition("/")
+    if slash:
+        return head in GROUPED_METRICS and bool(_GROUP_NAME.match(group))
+    return name in KNOWN_METRICS
+
+
+def better(metric: str) -> Literal["max", "min"]:
+    """The direction in which a known metric improves."""
+    return KNOWN_METRICS[metric.partition("/")[0]]
+
+
+def _check_metric(name: str) -> str:
+    if not is_known_metric(name):
+        hint = did_you_mean(name, KNOWN_METRICS).removeprefix("; ")
+        raise PydanticCustomError(
+            "spec",
+            "{msg}",
+            {"msg": f"unknown metric {name!r}; {hint} (or t2i_score/<category>, edit_score/<edit_type>)"},
+        )
+    return name
+
+
+def _problem(msg: str) -> PydanticCustomError:
+    """A validation error whose message is used verbatim (no 'Value error, ' prefix, braces safe)."""
+    return PydanticCustomError("spec", "{msg}", {"msg": msg})
+
+
+class SpecModel(BaseModel):
+    """Base of every spec section: unknown keys are errors, no type coercion, no inf/nan."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+Scalar = str | int | float | bool | None  # what an Optuna categorical can hold
+
+
+class SearchEntry(SpecModel):
+    """One searched key: exactly one of float/int/choice/simplex/grid, plus log/step/when options."""
+
+    float_: list[float] | None = Field(None, alias="float", description="[lower, upper]")
+    int_: list[int] | None = Field(None, alias="int", description="[lower, upper], both included")
+    choice: list[Any] | None = None
+    simplex: list[str] | None = Field(None, description="names of a mapping field's components")
+    grid: list[Any] | None = Field(None, description="values enumerated by the grid sampler")
+    log: bool = False
+    step: float | None = None
+    when: dict[str, Any] | None = Field(None, description="{earlier_param: value or [values]}")
+
+    @property
+    def kind(self) -> str:
+        """float | int | choice | simplex | grid (exactly one is set after validation)."""
+        return next(k for k in space.KINDS if getattr(self, space.attr(k)) is not None)
+
+    @property
+    def bounds(self) -> list[float] | list[int]:
+        return self.float_ if self.float_ is not None else self.int_  # type: ignore[return-value]
+
+    @field_validator("float_", "int_")
+    @classmethod
+    def _check_bounds(cls, bounds: list[float] | None) -> list[float] | None:
+        if bounds is None:  # explicit null: reported by _check_one_kind
+            return None
+        if len(bounds) != 2:
+            raise _problem(f"expected [lower, upper], found {show(bounds)}")
+        if not bounds[0] < bounds[1]:
+            raise _problem(f"expected lower bound < upper bound, found {show(bounds)}")
+        return bounds
+
+    @field_validator("choice", "grid")
+    @classmethod
+    def _check_values(cls, values: list[Any] | None) -> list[Any] | None:
+        if values is None:
+            return None
+        if not values:
+            raise _problem("expected at least one value, found []")
+        bad = [v for v in values if not isinstance(v, Scalar)]
+        if bad:
+            raise _problem(f"expected plain values (str, number, bool, null), found {show(bad[0])}")
+        if len({(type(v), v) for v in values}) != len(values):
+            raise _problem(f"expected distinct values, found {show(values)}")
+        return values
+
+    @field_validator("simplex")
+    @classmethod
+    def _check_simplex(cls, names: list[str] | None) -> list[str] | None:
+        if names is None:
+            return None
+        if (
+            len(names) < 2
+            or len(set(names)) != len(names)
+            or not all(n.strip() and "." not in n for n in names)
+        ):
+            raise _problem(f"expected at least 2 distinct names (no dots), found {show(names)}")
+        return names
+
+    @field_validator("log")
+    @classmethod
+    def _check_log(cls, log: bool, info: ValidationInfo) -> bool:
+        bounds = info.data.get("float_") or info.data.get("int_")
+        if log and bounds and bounds[0] <= 0:
+            raise _problem(f"expected a lower bound > 0 for a log scale, found {show(bounds)}")
+        return log
+
+    @field_validator("step")
+    @classmethod
+    def _check_step(cls, step: float | None, info: ValidationInfo) -> float | None:
+        if step is None:
+            return None
+        if step <= 0:
+            raise _problem(f"expected a step > 0, found {step}")
+        if info.data.get("log"):
+            raise _problem("expected either log or step, found both")
+        if info.data.get("int_") is not None and step != int(step):
+            raise _problem(f"expected an integer step for an int range, found {step}")
+        bounds = info.data.get("float_") or info.data.get("int_")
+        if bounds:
+            n = (bounds[1] - bounds[0]) / step
+            if abs(n - round(n)) > 1e-9:
+                raise _problem(
+                    f"expected (upper - lower) to be a multiple of the step, found {show(bounds)} step {step}"
+                )
+        return step
+
+    @field_validator("when")
+    @classmethod
+    def _check_when(cls, when: dict[str, Any] | None) -> dict[str, Any] | None:
+        if when is not None and not when:
+            raise _problem("expected {param: value or [values]}, found {}")
+        return when
+
+    @model_validator(mode="after")
+    def _check_one_kind(self) -> SearchEntry:
+        given = [k for k in space.KINDS if getattr(self, space.attr(k)) is not None]
+        if len(given) != 1:
+            raise _problem(
+                f"expected exactly one of {', '.join(space.KINDS)}, found {', '.join(given) or 'none'}"
+            )
+        if (self.log or self.step is not None) and self.kind not in ("float", "int"):
+            raise _problem(f"expected log/step only with float or int, found them with {self.kind}")
+        return self
+
+
+class Objective(SpecModel):
+    metric: str
+    mode: Literal["max", "min"]
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, metric: str) -> str:
+        return _check_metric(metric)
+
+
+class SamplerSpec(SpecModel):
+    name: Literal["tpe", "nsga2", "random", "grid", "gp"] = "tpe"
+    seed: int = Field(0, ge=0)
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments of the Optuna sampler"
+    )
+
+
+class SchedulerSpec(SpecModel):
+    """Early stopping across trials: ASHA on a scalar metric, or FIFO (none)."""
+
+    name: Literal["asha", "fifo"]
+    metric: str | None = Field(None, description="scalar for ASHA; defaults to the single objective")
+    mode: Literal["max", "min"] | None = Field(
+        None, description="defaults to the objective's, else the metric's natural one"
+    )
+    grace_steps: int = Field(20, ge=1, description="generator steps before a trial may be stopped")
+    reduction_factor: float = Field(3.0, gt=1.0)
+    max_steps: int | None = Field(None, ge=1, description="defaults to the recipe's steps")
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, metric: str | None) -> str | None:
+        return None if metric is None else _check_metric(metric)
+
+
+class Budget(SpecModel):
+    trials: int = Field(8, ge=1)
+    concurrent: int = Field(1, ge=1)
+    time_limit_s: float | None = Field(None, gt=0)
+    max_failures: int = Field(2, ge=0, description="retries of a failed trial (e.g. a lost node)")
+
+
+class Resources(SpecModel):
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0, description="fractions share a GPU between trials")
+
+
+class Tracking(SpecModel):
+    uri: str | None = Field(None, min_length=1, description="MLflow URI; null -> sqlite:///mlflow.db")
+
+
+class Promote(SpecModel):
+    steps: int = Field(2000, ge=1)
+    pick: str = Field("knee", description="knee | best | best:<metric> | trial:<id>")
+
+    @field_validator("pick")
+    @classmethod
+    def _check_pick(cls, pick: str) -> str:
+        head, colon, arg = pick.partition(":")
+        if (head in ("knee", "best") and not colon) or (head == "trial" and arg.strip()):
+            return pick
+        if head == "best" and colon:
+            _check_metric(arg)
+            return pick
+        raise _problem(f"expected knee, best, best:<metric> or trial:<id>, found {pick!r}")
+
+
+class SweepSpec(SpecModel):
+    """A validated sweep: what to vary (search), around what (base), judged how (objectives), on what budget."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="run dir runs/<name>, MLflow experiment"
+    )
+    world: str = Field("tiny", min_length=1, description="'tiny' or a path to a world config")
+    base: dict[str, Any] = Field(default_factory=dict, description="fixed Recipe fields")
+    search: dict[str, SearchEntry] = Field(min_length=1)
+    objectives: list[Objective] = Field(min_length=1)
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    scheduler: SchedulerSpec | None = None
+    budget: Budget = Field(default_factory=Budget)
+    resources: Resources = Field(default_factory=Resources)
+    tracking: Tracking = Field(default_factory=Tracking)
+    promote: Promote = Field(default_factory=Promote)
+
+    @property
+    def directions(self) -> list[str]:
+        """Optuna study directions, one per objective."""
+        return ["maximize" if o.mode == "max" else "minimize" for o in self.objectives]
+
+    @property
+    def base_recipe(self) -> Recipe:
+        return Recipe.model_validate(self.base)
+
+    def recipe(self, params: dict[str, Any]) -> Recipe:
+        """base ⊕ sampled params (raw simplex draws dropped) -> Recipe."""
+        return Recipe.from_params(self.base, space.recipe_params(params))
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read, validate and resolve a sweep spec; raise SpecError listing every problem with file:line."""
+    path = Path(path)
+    root, data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise SpecError(path, [Problem((), f"expected a mapping of spec sections, found {show(data)}", 1)])
+    problems: list[Problem] = []
+    try:
+        spec: SweepSpec | None = SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        problems += pydantic_problems(exc, SweepSpec)
+        spec = None
+    # Base and search are checked against each other even when another section is broken,
+    # so that one run of the loader reports everything.
+    base, search_problems = _check_base_and_search(data.get("base", {}), data.get("search"))
+    problems += search_problems
+    if spec is not None:
+        spec, spec_problems = _resolve(spec, base, path)
+        problems += spec_problems
+    if problems or spec is None:
+        unique = dict.fromkeys(Problem(p.loc, p.message, p.line or line_of(root, p.loc)) for p in problems)
+        raise SpecError(path, sorted(unique, key=lambda p: p.line or 0))
+    return spec
+
+
+def _check_base_and_search(raw_base: Any, raw_search: Any) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """The base as a Recipe, the search keys against the Recipe, then base ⊕ the search's extreme points.
+
+    Returns the resolved base (None when broken). Structural problems of single entries are
+    reported by SweepSpec's validation; the entries that pass are checked here.
+    """
+    search: dict[str, SearchEntry] = {}
+    broken: set[str] = set()
+    for key, raw in (raw_search if isinstance(raw_search, dict) else {}).items():
+        try:
+            search[key] = SearchEntry.model_validate(raw)
+        except ValidationError:
+            broken.add(key)
+    problems = _search_problems(search, broken)
+    if not isinstance(raw_base, dict):
+        return None, problems
+    base, base_problems = _base_with_simplex(raw_base, search)
+    base_problems += _recipe_problems(base, ("base",))
+    if base_problems:
+        return None, problems + base_problems
+    faulty = broken | {str(p.loc[1]) for p in problems if len(p.loc) > 1}
+    sound = {
+        key: entry
+        for key, entry in search.items()
+        if key not in faulty and not set(entry.when or {}) & faulty
+    }
+    return base, problems + _point_problems(base, sound, joint=not faulty)
+
+
+def _resolve(spec: SweepSpec, base: dict[str, Any] | None, path: Path) -> tuple[SweepSpec, list[Problem]]:
+    """Checks across the other sections; fills the defaults that depend on others (base mix, ASHA metric)."""
+    problems = _objective_problems(spec.objectives)
+    scheduler, scheduler_problems = _resolve_scheduler(spec)
+    problems += scheduler_problems
+    problems += [
+        Problem(loc, msg)
+        for loc, msg in space.sampler_problems(spec.sampler, spec.search, spec.budget.trials)
+    ]
+    if spec.world != "tiny":
+        world = Path(spec.world) if Path(spec.world).is_absolute() else path.parent / spec.world
+        if not world.exists():
+            problems.append(Problem(("world",), f"expected 'tiny' or an existing path, found {spec.world!r}"))
+    return spec.model_copy(
+        update={"base": base if base is not None else spec.base, "scheduler": scheduler}
+    ), problems
+
+
+def _recipe_problems(values: dict[str, Any], loc: Loc) -> list[Problem]:
+    try:
+        Recipe.model_validate(values)
+    except ValidationError as exc:
+        return pydantic_problems(exc, Recipe, loc)
+    return []
+
+
+def _field_kinds(field: str) -> set[str]:
+    """Search kinds that can produce values of a Recipe field's type."""
+    if "." in field:  # a mapping component: a float weight
+        return {"float", "int", "choice", "grid"}
+    annotation = Recipe.model_fields[field].annotation
+    types = set(get_args(annotation)) or {annotation}
+    if float in types:
+        return {"float", "int", "choice", "grid"}
+    if int in types:
+        return {"int", "choice", "grid"}
+    return {"choice", "grid"}
+
+
+def _search_problems(search: dict[str, SearchEntry], broken: set[str]) -> list[Problem]:
+    """Each search key names a Recipe field (or a mapping component) and suits its type."""
+    problems: list[Problem] = []
+    simplex_fields = {key for key, entry in search.items() if entry.kind == "simplex"}
+    dotted_ok = {f"{f}.<name>" for f in MIX_FIELDS}
+    earlier: list[tuple[str, SearchEntry]] = []
+    for key, entry in search.items():
+        loc = ("search", key)
+        field, dot, component = key.partition(".")
+        if field not in RECIPE_FIELDS or (
+            dot and (field not in MIX_FIELDS or not component or "." in component)
+        ):
+            problems.append(
+                Problem(loc, f"unknown search key {key!r}" + did_you_mean(key, RECIPE_FIELDS | dotted_ok))
+            )
+            continue
+        if entry.kind == "simplex" and key in MIX_FIELDS:
+            pass
+        elif dot and field in simplex_fields:
+            problems.append(
+                Problem(loc, f"expected no {field} component next to the simplex over {field}, found {key!r}")
+            )
+        elif field in MIX_FIELDS and not dot:
+            problems.append(
+                Problem(loc, f"expected a simplex (or dotted {field}.<name> keys), found {entry.kind}")
+            )
+        elif entry.kind == "simplex" and (dot or field not in MIX_FIELDS):
+            problems.append(
+                Problem(
+                    (*loc, "simplex"),
+                    f"expected a simplex only on {', '.join(sorted(MIX_FIELDS))}, found it on {key!r}",
+                )
+            )
+        elif entry.kind not in _field_kinds(key):
+            problems.append(
+                Problem(
+                    (*loc, entry.kind),
+                    f"expected one of {', '.join(sorted(_field_kinds(key)))} for {key}, found {entry.kind}",
+                )
+            )
+        if entry.when:
+            later = set(search) - {k for k, _ in earlier}
+            problems += _when_problems(entry.when, earlier, later, broken, loc)
+        earlier.append((key, entry))
+    return problems
+
+
+def _when_problems(
+    when: dict[str, Any], earlier: list[tuple[str, SearchEntry]], later: set[str], broken: set[str], loc: Loc
+) -> list[Problem]:
+    """A condition names an earlier discrete search key, with values from its domain."""
+    problems = []
+    domains = {key: space.domain(entry) for key, entry in earlier}
+    for param, wanted in when.items():
+        where = (*loc, "when", param)
+        if param in broken:  # its own problems are reported already
+            continue
+        if param not in domains:
+            found = f"{param!r}, listed after it" if param in later else f"unknown {param!r}"
+            hint = did_you_mean(param, domains) if domains and param not in later else ""
+            problems.append(
+                Problem(where, f"expected a search key listed before this one, found {found}{hint}")
+            )
+        elif domains[param] is None:
+            problems.append(
+                Problem(where, f"expected a condition on a choice, grid or int key, found one on {param!r}")
+            )
+        else:
+            values = wanted if isinstance(wanted, list) else [wanted]
+            missing = [v for v in values if v not in domains[param]]
+            if not values or missing:
+                problems.append(
+                    Problem(
+                        where, f"expected values of {param} ({show(domains[param])}), found {show(wanted)}"
+                    )
+                )
+    return problems
+
+
+def _base_with_simplex(
+    base: dict[str, Any], search: dict[str, SearchEntry]
+) -> tuple[dict[str, Any], list[Problem]]:
+    """A simplex sets the whole mix, so the base mix is exactly the simplex's names (weights 1 until sampled)."""
+    base, problems = dict(base), []
+    for key, entry in search.items():
+        if entry.kind != "simplex" or key not in MIX_FIELDS:
+            continue
+        given = base.get(key)
+        if given is not None and not isinstance(given, dict):
+            continue  # the Recipe check reports it
+        if given is not None and set(given) != set(entry.simplex or []):
+            problems.append(
+                Problem(
+                    ("base", key),
+                    f"expected the names of the simplex at search.{key} "
+                    f"({', '.join(entry.simplex or [])}) since it sets the whole mix, found {', '.join(given)}",
+                )
+            )
+        base[key] = {name: 1.0 for name in entry.simplex or []}
+    return base, problems
+
+
+def _objective_problems(objectives: list[Objective]) -> list[Problem]:
+    seen: set[str] = set()
+    problems = []
+    for i, objective in enumerate(objectives):
+        if objective.metric in seen:
+            problems.append(
+                Problem(
+                    ("objectives", i, "metric"),
+                    f"expected distinct metrics, found {objective.metric!r} twice",
+                )
+            )
+        seen.add(objective.metric)
+    return problems
+
+
+def _resolve_scheduler(spec: SweepSpec) -> tuple[SchedulerSpec | None, list[Problem]]:
+    """ASHA stops trials on one scalar: the single objective by default; explicit when there are several."""
+    scheduler = spec.scheduler
+    if scheduler is None or scheduler.name == "fifo":
+        return scheduler, []
+    metric, mode = scheduler.metric, scheduler.mode
+    if metric is None:
+        if len(spec.objectives) > 1:
+            return scheduler, [
+                Problem(
+                    ("scheduler",),
+                    "expected an explicit scalar metric for ASHA with several objectives, found none (e.g. metric: score)",
+                )
+            ]
+        metric = spec.objectives[0].metric
+    if mode is None:
+        mode = next((o.mode for o in spec.objectives if o.metric == metric), better(metric))
+    if scheduler.max_steps is not None and scheduler.max_steps < scheduler.grace_steps:
+        return scheduler, [
+            Problem(
+                ("scheduler", "max_steps"),
+                f"expected >= grace_steps ({scheduler.grace_steps}), found {scheduler.max_steps}",
+            )
+        ]
+    return scheduler.model_copy(update={"metric": metric, "mode": mode}), []
+
+
+def _point_problems(base: dict[str, Any], search: dict[str, SearchEntry], joint: bool) -> list[Problem]:
+    """base ⊕ every extreme point of each entry alone, then (if `joint`) of all entries together, must be a valid Recipe."""
+    problems = []
+    for key, entry in search.items():
+        context = {param: space.first_value(wanted) for param, wanted in (entry.when or {}).items()}
+        for label, params in space.extreme_points(key, entry):
+            error = _recipe_error(base, {**context, **params})
+            if error:
+                problems.append(
+                    Problem(("search", key, entry.kind), f"{label} gives an invalid recipe: {error}")
+                )
+                break
+    if problems or not joint:
+        return problems
+    per_entry = [[(key, p) for _, p in space.extreme_points(key, entry)] for key, entry in search.items()]
+    if any(len(points) == 0 for points in per_entry) or _product_size(per_entry) > MAX_JOINT_POINTS:
+        return []
+    for combo in itertools.product(*per_entry):
+        params: dict[str, Any] = {}
+        for key, point in combo:
+            if space.condition_holds(search[key].when, params):
+                params.update(point)
+        error = _recipe_error(base, params)
+        if error:
+            field = error.partition(":")[0]  # point at the search key the Recipe complains about
+            loc: Loc = ("search", field) if field in search else ("search",)
+            return [Problem(loc, f"the combination {show(params)} gives an invalid recipe: {error}")]
+    return []
+
+
+def _product_size(lists: list[list[Any]]) -> int:
+    size = 1
+    for items in lists:
+        size *= len(items)
+    return size
+
+
+def _recipe_error(base: dict[str, Any], params: dict[str, Any]) -> str | None:
+    """The first validation message of base ⊕ params as a Recipe, or None when valid."""
+    try:
+        Recipe.from_params(base, params)
+    except ValidationError as exc:
+        problem = pydantic_problems(exc, Recipe)[0]
+        return f"{problem.where}: {problem.message}"
+    except ValueError as exc:
+        return str(exc)
+    return None

@@ -1,0 +1,174 @@
+"""Tests of trainers/teachers.py: the λ schedule, CFG mixing, and which teacher sees which item.
+
+Teachers here are tiny instrumented flow models with the FlowModel call signature: each item's
+id is written into its text embedding, so a model can record the items it was called on.
+Run: .venv/bin/python -m pytest tests/test_teachers.py -q
+"""
+
+import pytest
+import torch
+from torch import nn
+
+from trainers import flow
+from trainers.teachers import (
+    EDIT,
+    Cond,
+    Teacher,
+    TeacherSet,
+    real_x0,
+    schedule_from_recipe,
+    teacher_schedule,
+    velocity,
+)
+
+torch.set_num_threads(1)
+
+SHAPE = (3, 4, 4)
+
+
+class RecordingFlow(nn.Module):
+    """Predicts x0 = offset + text[:, 0, 1] exactly and records the item ids (text[:, 0, 0]) of each call."""
+
+    def __init__(self, offset: float):
+        super().__init__()
+        self.offset = nn.Parameter(torch.tensor(offset))
+        self.calls: list[tuple[list[int], bool]] = []  # (item ids, called with a source image)
+
+    def forward(self, z_t, t, text, text_mask, source=None):
+        self.calls.append(([int(i) for i in text[:, 0, 0].tolist()], source is not None))
+        x0 = self.offset + text[:, 0, 1].reshape(-1, 1, 1, 1) + (0 if source is None else source)
+        return (z_t - x0) / t.reshape(-1, 1, 1, 1)  # so that x0_from_v gives x0 back
+
+    def items(self) -> set[int]:
+        return {i for ids, _ in self.calls for i in ids}
+
+
+def make_cond(categories, edit=None, signal=0.5) -> Cond:
+    """Cond whose item i carries id i (text[:, 0, 0]) and a conditional signal (text[:, 0, 1])."""
+    n = len(categories)
+    text = torch.zeros(n, 2, 4)
+    text[:, 0, 0] = torch.arange(n, dtype=torch.float32)
+    text[:, 0, 1] = signal
+    null = torch.zeros_like(text)
+    null[:, 0, 0] = text[:, 0, 0]  # the id travels in the unconditional branch too (instrumentation only)
+    mask = torch.ones(n, 2, dtype=torch.long)
+    is_edit = None if edit is None else torch.tensor(edit)
+    source = None if edit is None else torch.full((n, *SHAPE), 10.0) * is_edit.reshape(-1, 1, 1, 1)
+    return Cond(text, mask, null, mask.clone(), tuple(categories), source, is_edit)
+
+
+@pytest.fixture
+def teachers() -> TeacherSet:
+    return TeacherSet.of(
+        Teacher("base", RecordingFlow(0.0)),
+        Teacher("text", RecordingFlow(100.0), categories=frozenset({"text"})),
+    )
+
+
+def test_switch_schedule_weights(teachers):
+    lam = teacher_schedule(teachers, nfe=4, switch_step=2)
+    assert [lam(k, "text") for k in range(4)] == [{"base": 1.0, "text": 0.0}] * 2 + [
+        {"base": 0.0, "text": 1.0}
+    ] * 2
+    assert all(lam(k, "landscape") == {"base": 1.0, "text": 0.0} for k in range(4))
+    assert all(lam(k, EDIT)["base"] == 1.0 for k in range(4))  # the text specialist does not cover edits
+    base_only = teacher_schedule(teachers, nfe=4, switch_step=4)
+    assert all(base_only(k, "text")["base"] == 1.0 for k in range(4))
+    from_start = teacher_schedule(teachers, nfe=4, switch_step=0)
+    assert all(from_start(k, "text")["text"] == 1.0 for k in range(4))
+    blend = teacher_schedule(teachers, nfe=4, switch_step=1, specialist_weight=0.7)
+    assert blend(0, "text") == {"base": 1.0, "text": 0.0}
+    assert blend(3, "text") == pytest.approx({"base": 0.3, "text": 0.7})
+    m = blend.matrix(torch.tensor([0, 3, 3]), ["text", "text", "portrait"])
+    assert torch.allclose(m, torch.tensor([[1.0, 0.0], [0.3, 0.7], [1.0, 0.0]]))
+
+
+def test_edit_specialist_and_explicit_table():
+    ts = TeacherSet.of(
+        Teacher("base", RecordingFlow(0.0)),
+        Teacher("text", RecordingFlow(1.0), categories=frozenset({"text", EDIT})),
+    )
+    lam = teacher_schedule(ts, nfe=4, switch_step=3)
+    assert lam(3, EDIT)["text"] == 1.0 and lam(2, EDIT)["base"] == 1.0
+    # an explicit table overrides the switch; an uncovered category's weight goes to base
+    table = teacher_schedule(
+        ts, nfe=2, switch_step=0, teacher_weights={"base": [1.0, 0.5], "text": [0.0, 0.5]}
+    )
+    assert table(1, "text") == {"base": 0.5, "text": 0.5}
+    assert table(1, "landscape") == {"base": 1.0, "text": 0.0}
+
+
+def test_schedule_errors_name_the_field(teachers):
+    with pytest.raises(ValueError, match="teacher_switch_step"):
+        teacher_schedule(teachers, nfe=4, switch_step=5)
+    with pytest.raises(ValueError, match="specialist 'portrait'"):
+        teacher_schedule(teachers, nfe=4, switch_step=2, specialist="portrait")
+    with pytest.raises(ValueError, match="teacher_weights.*'judge'"):
+        teacher_schedule(teachers, nfe=2, switch_step=2, teacher_weights={"judge": [1.0, 1.0]})
+    with pytest.raises(ValueError, match=r"teacher_weights\['base'\]: need 2"):
+        teacher_schedule(teachers, nfe=2, switch_step=2, teacher_weights={"base": [1.0]})
+    with pytest.raises(ValueError, match="weight 0 at student step 1"):
+        teacher_schedule(teachers, nfe=2, switch_step=2, teacher_weights={"base": [1.0, 0.0]})
+    with pytest.raises(ValueError, match="'base'"):
+        TeacherSet.of(Teacher("text", RecordingFlow(0.0)))
+    # a base-only schedule does not need the specialist to exist
+    assert teacher_schedule(teachers, nfe=4, switch_step=4, specialist="portrait")(3, "text")["base"] == 1.0
+
+
+def test_real_score_comes_from_the_scheduled_teacher_only(teachers):
+    """k* = 2, nfe 4: text items at step 3 → specialist only; at step 1 → base only; others → base."""
+    lam = teacher_schedule(teachers, nfe=4, switch_step=2)
+    categories = ["text", "text", "landscape", "portrait", "landscape", EDIT]
+    ks = torch.tensor([3, 1, 3, 1, 0, 3])
+    cond = make_cond(categories, edit=[False] * 5 + [True])
+    z_t, t = torch.randn(6, *SHAPE), torch.full((6,), 0.5)
+    x0 = real_x0(teachers, lam.matrix(ks, categories), z_t, t, cond, guidance_scale=1.0)
+    assert teachers["text"].model.items() == {0}
+    assert teachers["base"].model.items() == {1, 2, 3, 4, 5}
+    # the edit item went to the model in its own call, with its source image
+    assert ([5], True) in teachers["base"].model.calls
+    assert torch.allclose(x0[0], torch.full(SHAPE, 100.5)) and torch.allclose(x0[1], torch.full(SHAPE, 0.5))
+    assert torch.allclose(x0[5], torch.full(SHAPE, 10.5))
+
+
+def test_cfg_and_blend_in_x0_space(teachers):
+    """x0 is affine in v, so CFG in v is CFG in x0 and a λ-blend of velocities is the λ-blend of x0s."""
+    lam = teacher_schedule(teachers, nfe=2, switch_step=1, specialist_weight=0.25)
+    cond = make_cond(["text", "portrait"], signal=0.5)
+    z_t, t = torch.randn(2, *SHAPE), torch.tensor([0.3, 0.8])
+    x0 = real_x0(
+        teachers, lam.matrix(torch.tensor([1, 1]), cond.categories), z_t, t, cond, guidance_scale=3.0
+    )
+    # x0_uncond = offset, x0_cond = offset + 0.5 → CFG 3: offset + 1.5
+    assert torch.allclose(x0[0], torch.full(SHAPE, 0.75 * 1.5 + 0.25 * 101.5), atol=1e-4)
+    assert torch.allclose(x0[1], torch.full(SHAPE, 1.5), atol=1e-4)
+    own_scale = Teacher("base", RecordingFlow(0.0), guidance_scale=1.0)
+    assert torch.allclose(
+        own_scale.x0(z_t, t, cond, guidance_scale=3.0), torch.full((2, *SHAPE), 0.5), atol=1e-5
+    )
+
+
+def test_velocity_splits_mixed_batches_and_keeps_order():
+    model = RecordingFlow(0.0)
+    cond = make_cond(["text", EDIT, "portrait", EDIT], edit=[False, True, False, True])
+    z_t, t = torch.randn(4, *SHAPE), torch.full((4,), 0.5)
+    x0 = flow.x0_from_v(z_t, t, velocity(model, z_t, t, cond))
+    assert model.calls == [([0, 2], False), ([1, 3], True)]
+    assert torch.allclose(x0[:, 0, 0, 0], torch.tensor([0.5, 10.5, 0.5, 10.5]))
+    joined = Cond.concat([cond.select(torch.tensor([0, 2])), cond.select(torch.tensor([1, 3]))])
+    assert joined.categories == ("text", "portrait", EDIT, EDIT)
+    assert joined.is_edit.tolist() == [False, False, True, True]
+
+
+def test_teachers_are_frozen(teachers):
+    assert not any(p.requires_grad for t in teachers.values() for p in t.model.parameters())
+    assert not teachers["base"].model.training
+    assert teachers.names == ("base", "text")
+
+
+def test_schedule_from_recipe(teachers):
+    recipe = pytest.importorskip("trainers.recipe")
+    lam = schedule_from_recipe(recipe.Recipe(teacher_switch_step=3, specialist_weight=0.5), teachers)
+    assert lam(2, "text")["base"] == 1.0 and lam(3, "text") == {"base": 0.5, "text": 0.5}
+    base_only = schedule_from_recipe(recipe.Recipe(), teachers)  # teacher_switch_step None → nfe
+    assert all(base_only(k, "text")["base"] == 1.0 for k in range(4))
