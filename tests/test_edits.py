@@ -80,5 +80,7 @@ def test_phrasings_are_disjoint_and_name_the_new_value(pools):
 
 
 def test_sun_edits_both_add_and_remove(pools):
-    suns = collections.Counter(r["target"]["sun"] == "none" for r in pools["train"] if r["edit_type"] == "add_remove_sun")
+    suns = collections.Counter(
+        r["target"]["sun"] == "none" for r in pools["train"] if r["edit_type"] == "add_remove_sun"
+    )
     assert suns[True] > 10 and suns[False] > 10

@@ -99,7 +99,9 @@ def test_save_load_round_trip_and_head_mismatch(tmp_path):
 
 
 def test_training_runs_and_writes_a_card(tmp_path):
-    judge, card = train_judge(steps=3, batch_size=8, config=JudgeConfig(width=4, features=8), n_eval=30, progress=False)
+    judge, card = train_judge(
+        steps=3, batch_size=8, config=JudgeConfig(width=4, features=8), n_eval=30, progress=False
+    )
     assert card["steps"] == 3 and set(card["heldout_accuracy"]) == set(head_sizes())
     main(["--train", "--steps", "2", "--batch-size", "4", "--n-eval", "30", "--out", str(tmp_path / "cli")])
     assert (tmp_path / "cli" / "card.json").is_file()

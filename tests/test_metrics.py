@@ -66,7 +66,9 @@ def test_expected_entropy_is_exact():
     assert expected_entropy(2, 2) == pytest.approx(0.5 * math.log(2))  # half the time two distinct values
     # Brute force over all m^k sequences for a small case.
     m, k = 3, 4
-    brute = np.mean([plugin_entropy(torch.tensor([seq]), m).item() for seq in itertools.product(range(m), repeat=k)])
+    brute = np.mean(
+        [plugin_entropy(torch.tensor([seq]), m).item() for seq in itertools.product(range(m), repeat=k)]
+    )
     assert expected_entropy(m, k) == pytest.approx(brute, rel=1e-6)
 
 

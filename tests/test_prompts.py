@@ -44,7 +44,9 @@ def test_templates_are_disjoint_and_plentiful(pools):
     for split, ids in (("train", train), ("heldout", heldout)):
         assert set(pools[split].column("template").to_pylist()) <= ids
         assert set(pools[split].column("split").to_pylist()) == {split}
-    assert not set(pools["train"].column("prompt").to_pylist()) & set(pools["heldout"].column("prompt").to_pylist())
+    assert not set(pools["train"].column("prompt").to_pylist()) & set(
+        pools["heldout"].column("prompt").to_pylist()
+    )
 
 
 def test_mentioned_attributes_appear_in_the_prompt(pools):
@@ -82,11 +84,18 @@ def test_prompts_are_short_for_minilm(pools):
 
 
 def test_sample_images_fix_mentioned_and_redraw_open_attributes(pools):
-    rows = [r for r in pools["train"].to_pylist() if r["category"] == "landscape" and "sky" in r["mentioned"]][:5]
+    rows = [
+        r for r in pools["train"].to_pylist() if r["category"] == "landscape" and "sky" in r["mentioned"]
+    ][:5]
     images, attrs = sample_images(rows, samples_per_prompt=6, seed=0)
     assert images.shape == (30, 3, 16, 16)
     for i, row in enumerate(rows):
         group = attrs[6 * i : 6 * i + 6]
         assert {a["sky"] for a in group} == {row["attributes"]["sky"]}
-    open_values = {a["ground"] for i, r in enumerate(rows) if "ground" not in r["mentioned"] for a in attrs[6 * i : 6 * i + 6]}
+    open_values = {
+        a["ground"]
+        for i, r in enumerate(rows)
+        if "ground" not in r["mentioned"]
+        for a in attrs[6 * i : 6 * i + 6]
+    }
     assert len(open_values) > 2 or all("ground" in r["mentioned"] for r in rows)

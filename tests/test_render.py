@@ -100,7 +100,9 @@ def test_sun_is_drawn_in_the_complement_of_the_sky_and_visible():
 def test_glyph_masks_are_distinct_and_fit(resolution):
     masks = {g: glyph_mask(g, resolution) for g in GLYPHS}
     assert all(m.shape[0] <= resolution - 2 * resolution // 16 for m in masks.values())
-    padded = np.stack([np.pad(m, ((0, resolution - m.shape[0]), (0, resolution - m.shape[1]))) for m in masks.values()])
+    padded = np.stack(
+        [np.pad(m, ((0, resolution - m.shape[0]), (0, resolution - m.shape[1]))) for m in masks.values()]
+    )
     flat = padded.reshape(len(GLYPHS), -1)
     distance = (flat[:, None] != flat[None]).sum(-1) + np.eye(len(GLYPHS), dtype=int) * 10**6
     assert distance.min() >= 3  # every glyph differs from every other by several pixels

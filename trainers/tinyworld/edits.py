@@ -44,7 +44,11 @@ EDIT_CATEGORIES: dict[str, tuple[str, ...]] = {
     "add_remove_sun": ("landscape",),
 }
 PART: dict[str, str] = {"landscape": "sky", "portrait": "hair", "text": "glyph_colour"}
-PART_WORDS: dict[str, tuple[str, ...]] = {"sky": ("sky",), "hair": ("hair",), "glyph_colour": ("symbol", "character")}
+PART_WORDS: dict[str, tuple[str, ...]] = {
+    "sky": ("sky",),
+    "hair": ("hair",),
+    "glyph_colour": ("symbol", "character"),
+}
 
 # Instruction phrasings per edit type and split ({part}, {v} = value word). Disjoint across splits.
 PHRASINGS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -88,7 +92,9 @@ def _recolour(attribute: str) -> Callable[[str, dict, np.random.Generator], dict
     return edit
 
 
-def _target(edit_type: str, category: str, source: dict[str, str], rng: np.random.Generator) -> dict[str, str]:
+def _target(
+    edit_type: str, category: str, source: dict[str, str], rng: np.random.Generator
+) -> dict[str, str]:
     """Target attributes of ``edit_type`` applied to ``source``."""
     if edit_type == "recolour_background":
         return _recolour("background")(category, source, rng)
@@ -99,7 +105,10 @@ def _target(edit_type: str, category: str, source: dict[str, str], rng: np.rando
     if edit_type == "mirror":
         return {**source, "sun": {"left": "right", "right": "left"}[source["sun"]]}
     if edit_type == "invert":
-        return {k: complement(v) if k in ("sky", "ground", "glyph_colour", "background") else v for k, v in source.items()}
+        return {
+            k: complement(v) if k in ("sky", "ground", "glyph_colour", "background") else v
+            for k, v in source.items()
+        }
     if edit_type == "add_remove_sun":
         sun = _pick(rng, ("left", "right")) if source["sun"] == "none" else "none"
         return {**source, "sun": sun}

@@ -65,7 +65,9 @@ class Judge(nn.Module):
             nn.Flatten(),
             nn.Linear(2 * w * 16, config.features), nn.ReLU(),
         )  # fmt: skip
-        self.heads = nn.ModuleDict({name.replace(".", "__"): nn.Linear(config.features, n) for name, n in head_sizes().items()})
+        self.heads = nn.ModuleDict(
+            {name.replace(".", "__"): nn.Linear(config.features, n) for name, n in head_sizes().items()}
+        )
 
     def _check(self, images: torch.Tensor) -> None:
         r = self.config.resolution
@@ -92,7 +94,9 @@ class Judge(nn.Module):
         return {name: torch.cat([c[name] for c in chunks]).argmax(-1) for name in head_sizes()}
 
 
-def encode_labels(categories: Sequence[str], attrs_list: Sequence[Mapping[str, str]]) -> dict[str, torch.Tensor]:
+def encode_labels(
+    categories: Sequence[str], attrs_list: Sequence[Mapping[str, str]]
+) -> dict[str, torch.Tensor]:
     """Ground truth as class indices per head; ``IGNORE`` where a head does not apply."""
     labels = {name: torch.full((len(categories),), IGNORE, dtype=torch.long) for name in head_sizes()}
     for i, (category, attrs) in enumerate(zip(categories, attrs_list, strict=True)):
@@ -158,8 +162,13 @@ def noise_accuracy(judge: Judge, n: int, seed: int) -> dict[str, float]:
 
 
 def train_judge(
-    steps: int = 1500, batch_size: int = 128, lr: float = 2e-3, seed: int = 0, config: JudgeConfig = JudgeConfig(),
-    n_eval: int = 3000, progress: bool = True,
+    steps: int = 1500,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    config: JudgeConfig = JudgeConfig(),
+    n_eval: int = 3000,
+    progress: bool = True,
 ) -> tuple[Judge, dict]:
     """Train a judge on fresh renders; return it and its model card (accuracies on held-out renders)."""
     torch.manual_seed(seed)
@@ -211,11 +220,15 @@ def load_judge(path: str | Path = DEFAULT_PATH) -> Judge:
     """Load a judge saved by :func:`save_judge` (safetensors, no pickle), in eval mode."""
     path = Path(path)
     if not (path / "model.safetensors").is_file():
-        raise FileNotFoundError(f"judge: no model.safetensors in {path}; train one with `python -m trainers.tinyworld.judge --train`")
+        raise FileNotFoundError(
+            f"judge: no model.safetensors in {path}; train one with `python -m trainers.tinyworld.judge --train`"
+        )
     config = json.loads((path / "config.json").read_text())
     heads = config.pop("heads")
     if heads != head_sizes():
-        raise ValueError(f"judge {path}: its heads {heads} do not match this world's attributes {head_sizes()}; retrain it")
+        raise ValueError(
+            f"judge {path}: its heads {heads} do not match this world's attributes {head_sizes()}; retrain it"
+        )
     judge = Judge(JudgeConfig(**config))
     judge.load_state_dict(load_file(str(path / "model.safetensors")))
     return judge.eval()
@@ -227,13 +240,17 @@ def load_card(path: str | Path = DEFAULT_PATH) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m trainers.tinyworld.judge", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m trainers.tinyworld.judge", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--train", action="store_true", help="train a judge and save it with its model card")
     parser.add_argument("--steps", type=int, default=1500, help="optimiser steps (fresh renders each step)")
     parser.add_argument("--batch-size", type=int, default=128, help="renders per step")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, renders and augmentation")
     parser.add_argument("--resolution", type=int, default=16, choices=(16, 32), help="image side")
-    parser.add_argument("--n-eval", type=int, default=3000, help="held-out renders (and noise images) for the card")
+    parser.add_argument(
+        "--n-eval", type=int, default=3000, help="held-out renders (and noise images) for the card"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=DEFAULT_PATH, help="output folder")
     args = parser.parse_args(argv)
@@ -242,10 +259,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     config = JudgeConfig(resolution=args.resolution)
     judge, card = train_judge(args.steps, args.batch_size, seed=args.seed, config=config, n_eval=args.n_eval)
-    card["command"] = " ".join(["python -m trainers.tinyworld.judge", *(sys.argv[1:] if argv is None else argv)])
+    card["command"] = " ".join(
+        ["python -m trainers.tinyworld.judge", *(sys.argv[1:] if argv is None else argv)]
+    )
     save_judge(judge, args.out, card)
     worst = min(card["heldout_accuracy"], key=card["heldout_accuracy"].get)
-    print(f"saved {args.out} ({card['wall_time_s']} s); worst held-out head {worst}: {card['heldout_accuracy'][worst]:.4f}")
+    print(
+        f"saved {args.out} ({card['wall_time_s']} s); worst held-out head {worst}: {card['heldout_accuracy'][worst]:.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pyarrow as pa
@@ -78,7 +78,9 @@ def purity(images: torch.Tensor, tolerance: float = PURITY_TOLERANCE) -> torch.T
     return (distance <= tolerance).float().mean((1, 2))
 
 
-def correctness(predictions: Mapping[str, torch.Tensor], categories: Sequence[str], attrs_list) -> torch.Tensor:
+def correctness(
+    predictions: Mapping[str, torch.Tensor], categories: Sequence[str], attrs_list
+) -> torch.Tensor:
     """[N, 1 + A] booleans: column 0 the category, then one per ``ATTRIBUTE_NAMES`` (False where n/a)."""
     labels = encode_labels(categories, attrs_list)
     n = len(categories)
@@ -127,7 +129,7 @@ def _partitions(k: int, max_parts: int, largest: int | None = None) -> Iterator[
             yield (first, *rest)
 
 
-@lru_cache(maxsize=None)
+@cache
 def expected_entropy(m: int, k: int) -> float:
     """Expected plug-in entropy (nats) of the empirical distribution of ``k`` uniform draws over ``m`` values.
 
@@ -206,7 +208,9 @@ def evaluate_t2i(
     """
     rows, k = _rows(rows), samples_per_prompt
     if len(images) != len(rows) * k:
-        raise ValueError(f"images: expected len(rows) * samples_per_prompt = {len(rows) * k}, got {len(images)}")
+        raise ValueError(
+            f"images: expected len(rows) * samples_per_prompt = {len(rows) * k}, got {len(images)}"
+        )
     categories = [r["category"] for r in rows for _ in range(k)]
     truth = [_own(r["category"], r["attributes"]) for r in rows for _ in range(k)]
     predictions = judge.predict(images)
@@ -227,7 +231,9 @@ def evaluate_t2i(
         out[f"purity/{c}"] = float(pure[sel].mean())
         out[f"t2i_score/{c}"] = out[f"adherence/{c}"] * out[f"purity/{c}"]
         out[f"diversity/{c}"] = spread[c]
-        out[f"fd/{c}"] = frechet_distance(features[sel], reference_features[sel]) if sel.sum() > 1 else math.nan
+        out[f"fd/{c}"] = (
+            frechet_distance(features[sel], reference_features[sel]) if sel.sum() > 1 else math.nan
+        )
     for name in ("t2i_score", "adherence", "adherence_all", "purity", "diversity", "fd"):
         values = [out[f"{name}/{c}"] for c in CATEGORIES if f"{name}/{c}" in out]
         out[name] = float(np.nanmean(values)) if not all(math.isnan(v) for v in values) else math.nan
@@ -258,7 +264,9 @@ def evaluate_edits(images: torch.Tensor, rows: Rows, judge: Judge) -> dict[str, 
         out[f"edit_adherence/{t}"] = float(adherence[sel].mean())
         out[f"preservation/{t}"] = float(preservation[sel].mean())
         out[f"edit_purity/{t}"] = float(pure[sel].mean())
-        out[f"edit_score/{t}"] = out[f"edit_adherence/{t}"] * out[f"preservation/{t}"] * out[f"edit_purity/{t}"]
+        out[f"edit_score/{t}"] = (
+            out[f"edit_adherence/{t}"] * out[f"preservation/{t}"] * out[f"edit_purity/{t}"]
+        )
     for name in ("edit_score", "edit_adherence", "preservation", "edit_purity"):
         out[name] = float(np.mean([out[f"{name}/{t}"] for t in EDIT_TYPES if f"{name}/{t}" in out]))
     return out

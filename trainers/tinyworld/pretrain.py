@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -138,8 +139,29 @@ def _record(config: TeacherConfig, steps_done: int, start: float, losses: list[f
 
 def save_teacher(model: FlowModel, path: Path, card: dict) -> None:
     """diffusers folder in fp16 (half the bytes; the tiny world's scores do not move) + card.json."""
-    copy.deepcopy(model).to(torch.float16).save_pretrained(path, safe_serialization=True)
+    copy.deepcopy(model).half().save_pretrained(path, safe_serialization=True)
     (path / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+
+
+MICRO_WORLD = {"train_prompts": 96, "train_edits": 48, "heldout_prompts": 96, "heldout_edits": 96}
+"""Pool sizes of the micro world used by tests: every code path runs, in seconds."""
+
+
+def build_micro_checkpoints(out: Path, steps: int = 4, judge: Path = CHECKPOINTS / "judge") -> Path:
+    """Micro teachers (the ``micro`` model size, a few steps) beside a copy of the shipped judge.
+
+    For tests and smoke runs: ``TinyWorld(checkpoints=out, **MICRO_WORLD)`` then behaves like the real
+    world in every respect but quality.
+    """
+    out = Path(out)
+    world = TinyWorld(checkpoints=out, **MICRO_WORLD)
+    config = TeacherConfig(size="micro", steps=steps, batch_size=8, warmup_steps=1)
+    base, record = train_teacher(world, config)
+    save_teacher(base, out / "base", {"name": "base", **record})
+    text, record = train_teacher(world, replace(config, categories=("text",), edit_fraction=0.0), init=base)
+    save_teacher(text, out / "text", {"name": "text", **record})
+    shutil.copytree(judge, out / "judge", dirs_exist_ok=True)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

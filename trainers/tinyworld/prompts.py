@@ -14,8 +14,8 @@ generalisation rather than memorised strings.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -57,16 +57,34 @@ _SUN = {
 }
 PHRASES: dict[str, dict[str, str]] = {
     "adj": {
-        "sky": "a {v} sky", "ground": "{v} ground", "background": "a {v} background", "hair": "{v} hair",
-        "skin": "{v} skin", "eyes": "{v} eyes", "glyph": "{v}", "glyph_colour": "{v} ink",
+        "sky": "a {v} sky",
+        "ground": "{v} ground",
+        "background": "a {v} background",
+        "hair": "{v} hair",
+        "skin": "{v} skin",
+        "eyes": "{v} eyes",
+        "glyph": "{v}",
+        "glyph_colour": "{v} ink",
     },
     "in": {
-        "sky": "sky in {v}", "ground": "ground in {v}", "background": "background in {v}", "hair": "hair in {v}",
-        "skin": "skin tone {v}", "eyes": "eyes in {v}", "glyph": "{v}", "glyph_colour": "drawn in {v}",
+        "sky": "sky in {v}",
+        "ground": "ground in {v}",
+        "background": "background in {v}",
+        "hair": "hair in {v}",
+        "skin": "skin tone {v}",
+        "eyes": "eyes in {v}",
+        "glyph": "{v}",
+        "glyph_colour": "drawn in {v}",
     },
     "kv": {
-        "sky": "sky {v}", "ground": "ground {v}", "background": "background {v}", "hair": "hair {v}",
-        "skin": "skin {v}", "eyes": "eyes {v}", "glyph": "{v}", "glyph_colour": "colour {v}",
+        "sky": "sky {v}",
+        "ground": "ground {v}",
+        "background": "background {v}",
+        "hair": "hair {v}",
+        "skin": "skin {v}",
+        "eyes": "eyes {v}",
+        "glyph": "{v}",
+        "glyph_colour": "colour {v}",
     },
 }
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import matplotlib
@@ -182,18 +182,20 @@ def _portrait(attrs, rng, resolution) -> np.ndarray:
     return image
 
 
-@lru_cache(maxsize=None)
+@cache
 def _font(size: int) -> ImageFont.FreeTypeFont:
     path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans-Bold.ttf"
     return ImageFont.truetype(str(path), size)
 
 
-@lru_cache(maxsize=None)
+@cache
 def glyph_mask(glyph: str, resolution: int) -> np.ndarray:
     """Binary mask of ``glyph``, tightly cropped (thresholded: anti-aliasing would leave the palette)."""
     canvas = 2 * resolution
     image = Image.new("L", (canvas, canvas), 0)
-    ImageDraw.Draw(image).text((canvas // 2, canvas // 2), glyph, font=_font(13 * resolution // 16), fill=255, anchor="mm")
+    ImageDraw.Draw(image).text(
+        (canvas // 2, canvas // 2), glyph, font=_font(13 * resolution // 16), fill=255, anchor="mm"
+    )
     mask = np.asarray(image) >= 128
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     return mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]

@@ -1,0 +1,33 @@
+"""Shared fixtures. Run the suite with `make test` (or `.venv/bin/python -m pytest`).
+
+The micro world is the tiny world with ``micro`` teachers trained for a few steps and small pools:
+every code path of distillation and sweeps runs for real, in seconds, with the shipped judge.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# one thread per test process: this machine has two cores and torch thrashes when oversubscribed
+torch.set_num_threads(1)
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def micro_checkpoints(tmp_path_factory):
+    """Folder with micro base/text teachers and the shipped judge (built once per test session)."""
+    from trainers.tinyworld.pretrain import build_micro_checkpoints
+
+    return build_micro_checkpoints(tmp_path_factory.mktemp("micro_world"))
+
+
+@pytest.fixture()
+def micro_world(micro_checkpoints):
+    """A fresh TinyWorld over the micro checkpoints and micro pools."""
+    from trainers.tinyworld.pretrain import MICRO_WORLD
+    from trainers.tinyworld.world import TinyWorld
+
+    return TinyWorld(checkpoints=micro_checkpoints, **MICRO_WORLD)
