@@ -123,16 +123,21 @@ def extreme_points(key: str, entry: SearchEntry) -> list[tuple[str, dict[str, An
 
 def build_space(search: Mapping[str, SearchEntry]) -> Callable[[optuna.Trial], dict[str, Any]]:
     """The define-by-run function: asks the trial for each entry in spec order, skipping unmet conditions."""
-    entries = list(search.items())
+    return DefineByRun(list(search.items()))
 
-    def sample(trial: optuna.Trial) -> dict[str, Any]:
+
+class DefineByRun:
+    """The define-by-run function as a plain object: Ray's OptunaSearch pickles it with its state."""
+
+    def __init__(self, entries: list[tuple[str, SearchEntry]]):
+        self.entries = entries
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         params: dict[str, Any] = {}
-        for key, entry in entries:
+        for key, entry in self.entries:
             if condition_holds(entry.when, params):
                 params.update(_suggest(trial, key, entry))
         return params
-
-    return sample
 
 
 def _suggest(trial: optuna.Trial, key: str, entry: SearchEntry) -> dict[str, Any]:

@@ -270,13 +270,38 @@ class Promote(SpecModel):
         raise _problem(f"expected knee, best, best:<metric> or trial:<id>, found {pick!r}")
 
 
+class WorldSpec(SpecModel):
+    """Where trials distil: `tiny` (the embedded world) with options, or a path to a world config.
+
+    `world: tiny` is short for `world: {name: tiny}`. The options are the tiny world's own
+    (trainers.tinyworld.world.TinyWorld); tests point `checkpoints` at micro teachers and shrink the pools.
+    """
+
+    name: str = Field("tiny", min_length=1, description="'tiny' or a path to a world config")
+    checkpoints: str | None = Field(
+        None, min_length=1, description="folder with base/, text/, judge/ (relative to the spec file)"
+    )
+    resolution: Literal[16, 32] | None = None
+    train_prompts: int | None = Field(None, ge=3)
+    train_edits: int | None = Field(None, ge=1)
+    heldout_prompts: int | None = Field(None, ge=3)
+    heldout_edits: int | None = Field(None, ge=1)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments of `trainers.world.load_world` besides the name (unset ones omitted)."""
+        return self.model_dump(exclude={"name"}, exclude_none=True)
+
+
 class SweepSpec(SpecModel):
     """A validated sweep: what to vary (search), around what (base), judged how (objectives), on what budget."""
 
     name: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="run dir runs/<name>, MLflow experiment"
     )
-    world: str = Field("tiny", min_length=1, description="'tiny' or a path to a world config")
+    world: WorldSpec = Field(
+        default_factory=WorldSpec, description="'tiny', a path, or {name: tiny, <options>}"
+    )
     base: dict[str, Any] = Field(default_factory=dict, description="fixed Recipe fields")
     search: dict[str, SearchEntry] = Field(min_length=1)
     objectives: list[Objective] = Field(min_length=1)
@@ -286,6 +311,12 @@ class SweepSpec(SpecModel):
     resources: Resources = Field(default_factory=Resources)
     tracking: Tracking = Field(default_factory=Tracking)
     promote: Promote = Field(default_factory=Promote)
+
+    @field_validator("world", mode="before")
+    @classmethod
+    def _world_shorthand(cls, world: Any) -> Any:
+        """`world: tiny` (a string) is short for `world: {name: tiny}`."""
+        return {"name": world} if isinstance(world, str) else world
 
     @property
     def directions(self) -> list[str]:
@@ -367,13 +398,36 @@ def _resolve(spec: SweepSpec, base: dict[str, Any] | None, path: Path) -> tuple[
         Problem(loc, msg)
         for loc, msg in space.sampler_problems(spec.sampler, spec.search, spec.budget.trials)
     ]
-    if spec.world != "tiny":
-        world = Path(spec.world) if Path(spec.world).is_absolute() else path.parent / spec.world
-        if not world.exists():
-            problems.append(Problem(("world",), f"expected 'tiny' or an existing path, found {spec.world!r}"))
+    world, world_problems = _resolve_world(spec.world, path)
+    problems += world_problems
     return spec.model_copy(
-        update={"base": base if base is not None else spec.base, "scheduler": scheduler}
+        update={"base": base if base is not None else spec.base, "scheduler": scheduler, "world": world}
     ), problems
+
+
+def _resolve_world(world: WorldSpec, path: Path) -> tuple[WorldSpec, list[Problem]]:
+    """Paths are relative to the spec file and must exist; they are made absolute for the Ray workers."""
+
+    def absolute(value: str) -> Path:
+        return Path(value) if Path(value).is_absolute() else (path.parent / value).resolve()
+
+    problems: list[Problem] = []
+    update: dict[str, Any] = {}
+    loc: Loc = ("world",) if not world.options else ("world", "name")
+    if world.name != "tiny":
+        if not absolute(world.name).exists():
+            problems.append(Problem(loc, f"expected 'tiny' or an existing path, found {world.name!r}"))
+        elif world.options:
+            given = ", ".join(world.options)
+            problems.append(Problem(("world",), f"expected options only with name 'tiny', found {given}"))
+    if world.checkpoints is not None:
+        folder = absolute(world.checkpoints)
+        if not folder.is_dir():
+            problems.append(
+                Problem(("world", "checkpoints"), f"expected an existing folder, found {world.checkpoints!r}")
+            )
+        update["checkpoints"] = str(folder)
+    return world.model_copy(update=update), problems
 
 
 def _recipe_problems(values: dict[str, Any], loc: Loc) -> list[Problem]:

@@ -105,18 +105,24 @@ def distribution_matching_loss(
     guidance_scale: float,
     generator: torch.Generator | None = None,
     t_range: tuple[float, float] = (0.02, 0.98),
+    step: int = 0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Generator loss for student samples ``x`` made at student steps ``ks``.
 
     Noise x to t ~ U[t_range]; the real x0 mixes the teachers with λ_k(c) and CFG, the fake x0
     is F's plain conditional prediction (DMD2 uses no guidance on the fake score).
+    A non-finite x0 raises DivergedError (at generator step ``step``): the ``nan_to_num`` of the
+    gradient is for a zero normaliser, and would otherwise turn a broken teacher into a zero loss.
     """
+    _check_finite(x.detach(), step, "student sample")
     with torch.no_grad():
         t = _uniform_t(x.shape[0], t_range, x, generator)
         z_t = flow.interpolate(x.detach(), _randn(x, generator), t)
         weights = schedule.matrix(ks, cond.categories)
         x0_real = real_x0(teachers, weights, z_t, t, cond, guidance_scale)
         x0_fake = flow.x0_from_v(z_t, t, velocity(fake, z_t, t, cond))
+    _check_finite(x0_real, step, "real-score x0 (teachers)")
+    _check_finite(x0_fake, step, "fake-score x0")
     grad, logs = distribution_matching_grad(x.detach(), x0_real, x0_fake)
     return generator_loss(x, grad), logs
 
@@ -340,6 +346,7 @@ def generator_update(state: DMDState, draw: Callable[[], Cond]) -> dict[str, flo
             guidance_scale=cfg.guidance_scale,
             generator=state.rng,
             t_range=cfg.t_range,
+            step=state.step,
         )
         _check_finite(loss, state.step, "generator loss")
         (loss / cfg.grad_accum).backward()

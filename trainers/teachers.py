@@ -65,6 +65,14 @@ class Cond:
             is_edit=None if self.is_edit is None else self.is_edit[idx],
         )
 
+    def to(self, device: torch.device | str) -> Cond:
+        """The same conditions with every tensor on ``device`` (categories stay a tuple)."""
+        move = lambda x: None if x is None else x.to(device)  # noqa: E731
+        return Cond(
+            move(self.text), move(self.text_mask), move(self.null_text), move(self.null_mask),
+            self.categories, move(self.source), move(self.is_edit),
+        )
+
     @staticmethod
     def concat(parts: Sequence[Cond]) -> Cond:
         """Join sub-batches (e.g. the T2I part and the edit part of a data batch) into one Cond."""

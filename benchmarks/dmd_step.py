@@ -1,0 +1,135 @@
+"""DMD cycle cost: one generator cycle (TTUR included) vs the sum of its model passes timed alone.
+
+    python -m benchmarks.dmd_step [--micro] [--batch 16] [--critic-updates 5] [--repeats 5] [--threads 1]
+
+Every model call of a cycle (student backward simulation, fake-score updates, CFG teachers, fake
+score in the DM loss) is recorded with its real inputs, then replayed alone: forward only under
+no_grad, forward + backward where the cycle had gradients. ``ratio`` = cycle / Σ passes (goal ≤ 1.10:
+the loop's glue, data draws and optimiser steps cost little); optimiser steps and data draws are
+timed alone too. Prints one JSON line (medians: this machine kind has transient slowdowns).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from trainers.distill import parse_assignments, prepare
+from trainers.dmd import dmd_cycle
+from trainers.recipe import Recipe
+from trainers.world import World, load_world
+
+
+def add_world_args(parser: argparse.ArgumentParser) -> None:
+    """--micro / --world-option, shared by the benchmarks."""
+    parser.add_argument("--micro", action="store_true",
+                        help="smoke test: micro teachers trained for 4 steps (built in a temp dir) and micro pools")
+    parser.add_argument("--world-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="keyword argument of the tiny world, e.g. checkpoints=PATH")
+
+
+def open_world(args: argparse.Namespace) -> World:
+    """The real tiny world by default; with --micro, micro teachers built into a temp dir (removed at exit)."""
+    options = parse_assignments(args.world_option, "--world-option")
+    if args.micro:
+        import atexit
+
+        from trainers.tinyworld.pretrain import MICRO_WORLD, build_micro_checkpoints
+
+        tmp = Path(tempfile.mkdtemp(prefix="micro_world."))
+        atexit.register(shutil.rmtree, tmp, True)
+        print("building micro teachers ...", file=sys.stderr)
+        options = {"checkpoints": build_micro_checkpoints(tmp), **MICRO_WORLD, **options}
+    return load_world("tiny", **options)
+
+
+def median_s(fn, repeats: int) -> float:
+    """Median wall seconds of ``fn()`` after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+class CallRecorder:
+    """Forward pre-hooks that keep (model, inputs, grad mode) of every call while ``on``."""
+
+    def __init__(self, models: list[torch.nn.Module]):
+        self.on, self.calls = False, []
+        for model in models:
+            model.register_forward_pre_hook(self._hook)
+
+    def _hook(self, model, args):
+        if self.on:
+            self.calls.append((model, tuple(a.detach() if a is not None else None for a in args),
+                               torch.is_grad_enabled()))
+
+
+def replay_s(model: torch.nn.Module, args: tuple, grad: bool, repeats: int) -> float:
+    """Median seconds of one recorded call alone: forward (no_grad) or forward + backward."""
+
+    def call():
+        if not grad:
+            with torch.no_grad():
+                model(*args)
+            return
+        model.zero_grad(set_to_none=True)
+        model(*args).sum().backward()
+
+    return median_s(call, repeats)
+
+
+def measure(recipe: Recipe, world: World, repeats: int) -> dict[str, float]:
+    state, draw = prepare(recipe, world)
+    recorder = CallRecorder([state.student, state.fake] + [t.model for t in state.teachers.values()])
+    cycle_s = median_s(lambda: dmd_cycle(state, draw), repeats)
+    recorder.on = True
+    dmd_cycle(state, draw)  # one cycle's calls, for the replay
+    recorder.on = False
+    passes_s = sum(replay_s(m, args, grad, repeats) for m, args, grad in recorder.calls)
+    updates = recipe.critic_updates + 1
+    optimiser_s = (recipe.critic_updates * median_s(state.opt_fake.step, repeats)
+                   + median_s(state.opt_student.step, repeats))
+    draw_s = updates * recipe.grad_accum * median_s(draw, repeats)
+    return {
+        "cycle_s": round(cycle_s, 4),
+        "passes_s": round(passes_s, 4),
+        "ratio": round(cycle_s / passes_s, 3),
+        "goal_ratio": 1.10,
+        "optimiser_s": round(optimiser_s, 4),
+        "draw_s": round(draw_s, 4),
+        "ratio_with_optimiser_and_draws": round(cycle_s / (passes_s + optimiser_s + draw_s), 3),
+        "model_calls": len(recorder.calls),
+        "generator_steps_per_s": round(1.0 / cycle_s, 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.dmd_step", description=__doc__.splitlines()[0])
+    add_world_args(parser)
+    parser.add_argument("--batch", type=int, default=16, help="recipe batch_size")
+    parser.add_argument("--critic-updates", type=int, default=5, help="TTUR fake-score updates per generator update")
+    parser.add_argument("--nfe", type=int, default=4, help="student steps")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (one per trial in a sweep)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    recipe = Recipe(batch_size=args.batch, critic_updates=args.critic_updates, nfe=args.nfe)
+    result = measure(recipe, open_world(args), args.repeats)
+    print(json.dumps({"batch": args.batch, "critic_updates": args.critic_updates, "nfe": args.nfe,
+                      "threads": args.threads, "micro": args.micro, **result}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""The Ray Tune trainable: sampled params -> Recipe -> `trainers.distill`, reporting to Tune.
+
+    trainable = make_trainable(spec)        # what `sweep.py` hands to `tune.Tuner`
+
+One trial is one `distill` call. Every report of the trainer becomes one `tune.report` with a
+checkpoint folder (the trainer's safetensors checkpoint), so a retried trial (lost node, killed
+driver) resumes from `tune.get_checkpoint()`. The final report also carries `samples.png`, a grid
+of the student's samples, which the driver logs to MLflow.
+
+Things every trial shares are built once per worker process, not per trial: the world (prompt
+pools, the text encoder with its embedding cache, the evaluation set, which `trainers.evaluate`
+caches per world object) and the frozen teachers. With `reuse_actors=True` consecutive trials run
+in the same process and find them warm.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from ray import tune
+
+from orchestrator import space
+from trainers.distill import distill
+from trainers.dmd import DivergedError
+from trainers.evaluate import EvalConfig, build_eval_set, student_generator
+from trainers.recipe import Recipe
+from trainers.teachers import TeacherSet
+from trainers.world import World, load_world
+
+DIVERGED_MARKER = "diverged.txt"
+"""Written in the trial folder when the trainer diverges: a retry re-raises without training again."""
+
+SAMPLES_FILE = "samples.png"
+
+_WORLDS: dict[str, World] = {}  # per worker process, keyed by the world's name and options
+
+
+class SharedWorld:
+    """A world whose teachers are loaded once: `distill` asks for them on every call."""
+
+    def __init__(self, world: World):
+        self._world = world
+        self._teachers: TeacherSet | None = None
+
+    def load_teachers(self) -> TeacherSet:
+        # Teachers are frozen and never moved off their device by distill, so trials can share them.
+        if self._teachers is None:
+            self._teachers = self._world.load_teachers()
+        return self._teachers
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._world, name)
+
+
+def shared_world(name: str, options: dict[str, Any]) -> World:
+    """The process-wide world for (name, options), built on first use."""
+    key = json.dumps([name, options], sort_keys=True)
+    if key not in _WORLDS:
+        _WORLDS[key] = SharedWorld(load_world(name, **options))  # type: ignore[assignment]
+    return _WORLDS[key]
+
+
+def make_trainable(spec: Any) -> Any:
+    """The trial function with the spec's base recipe and world bound, and its per-trial resources."""
+    fn = tune.with_parameters(
+        run_trial,
+        base=dict(spec.base),
+        world=(spec.world.name, spec.world.options),
+        threads=max(1, int(spec.resources.cpu)),
+    )
+    return tune.with_resources(fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+
+
+def run_trial(
+    config: dict[str, Any], base: dict[str, Any], world: tuple[str, dict[str, Any]], threads: int = 1
+) -> None:
+    """One trial: build the recipe, resume if Tune has a checkpoint, distil, report every evaluation."""
+    # Concurrent torch processes thrash on few cores: one thread per requested CPU (DESIGN §10).
+    torch.set_num_threads(threads)
+    trial_dir = Path(tune.get_context().get_trial_dir())
+    marker = trial_dir / DIVERGED_MARKER
+    if marker.exists():  # divergence is deterministic: a retry fails at once instead of re-training
+        raise TrialDivergedError(marker.read_text())
+    recipe = Recipe.from_params(base, space.recipe_params(config))
+    the_world = shared_world(*world)
+    reporter = _Reporter(the_world, recipe)
+    checkpoint = tune.get_checkpoint()
+    try:
+        if checkpoint is None:
+            result = distill(recipe, the_world, reporter)
+        else:
+            with checkpoint.as_directory() as resume_from:
+                result = distill(recipe, the_world, reporter, resume_from=resume_from)
+    except DivergedError as err:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(err))
+        # Ray pickles a trial's exception to the driver; DivergedError's (step, quantity) signature
+        # does not survive that round trip, so the trial fails with a plain carrier of its message.
+        raise TrialDivergedError(str(err)) from None
+    reporter.finish(result.student)
+
+
+class TrialDivergedError(RuntimeError):
+    """A trial whose trainer diverged (non-finite loss, gradient or weights): recorded as FAILED."""
+
+
+class _Reporter:
+    """`on_report` for distill: intermediate reports go to Tune at once; the final one waits for the grid."""
+
+    def __init__(self, world: World, recipe: Recipe):
+        self.world, self.recipe = world, recipe
+        self._tmp = tempfile.TemporaryDirectory(prefix="dmd-trial-")
+        self._final: tuple[dict[str, float], Path] | None = None
+
+    def __call__(self, step: int, metrics: dict, save_checkpoint: Callable[[str | Path], Path]) -> bool:
+        folder = save_checkpoint(Path(self._tmp.name) / f"step-{step:06d}")
+        if metrics.get("final"):
+            self._final = (metrics, folder)  # reported by finish(), with the sample grid
+            return False
+        _report(metrics, folder)
+        return False
+
+    def finish(self, student: torch.nn.Module) -> None:
+        try:
+            if self._final is not None:
+                metrics, folder = self._final
+                sample_grid(self.world, student, self.recipe, folder / SAMPLES_FILE)
+                _report(metrics, folder)
+        finally:
+            self._tmp.cleanup()
+
+
+def _report(metrics: dict[str, float], folder: Path) -> None:
+    """One Tune report; Tune copies the folder into the trial's storage, so ours can go."""
+    tune.report(
+        {key: float(value) for key, value in metrics.items()},
+        checkpoint=tune.Checkpoint.from_directory(str(folder)),
+    )
+    for path in sorted(folder.rglob("*"), reverse=True):  # keep the temp dir small between reports
+        path.unlink() if path.is_file() else path.rmdir()
+
+
+@torch.no_grad()
+def sample_grid(world: World, student: torch.nn.Module, recipe: Recipe, out: Path, items: int = 32) -> Path:
+    """A PNG of the student's samples on the first benchmark items: T2I rows, then (source, edit) pairs."""
+    es = build_eval_set(world, EvalConfig(items=items, samples_per_prompt=4, seed=0))
+    student.eval()
+    images = student_generator(student, recipe.nfe, recipe.timestep_shift)(
+        es.eps, es.cond, lambda k: es.renoise(k, torch.arange(len(es.cond)))
+    ).clamp(-1, 1)
+    n_t2i = len(es.t2i_rows) * es.samples_per_prompt
+    sources = world.render_edits(es.edit_rows, "source") if hasattr(world, "render_edits") else None
+    tiles = list(images[:n_t2i])
+    for i, edited in enumerate(images[n_t2i:]):
+        tiles += [sources[i], edited] if sources is not None else [edited]
+    cols = 8
+    tiles += [torch.ones_like(tiles[0])] * (-len(tiles) % cols)  # white padding to a full row
+    rows = [torch.cat(tiles[r : r + cols], dim=2) for r in range(0, len(tiles), cols)]
+    grid = ((torch.cat(rows, dim=1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    scale = max(1, 64 // world.resolution)  # 16-pixel images are too small to see
+    grid = np.kron(grid, np.ones((scale, scale, 1), dtype=np.uint8))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(out)
+    return out

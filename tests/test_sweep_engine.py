@@ -1,0 +1,134 @@
+"""The sweep engine end to end on the micro world: Ray Tune + OptunaSearch + ASHA -> parquet + MLflow.
+
+Run: .venv/bin/python -m pytest tests/test_sweep_engine.py -q
+One local Ray (2 CPUs) is shared by the module; each sweep trains real micro DMD trials.
+"""
+
+from __future__ import annotations
+
+import optuna
+import polars as pl
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+
+from orchestrator import results
+from orchestrator.sweep import SweepError, run_sweep
+from sweep_helpers import micro_spec, mlflow_runs
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    yield
+    ray.shutdown()
+
+
+def test_micro_sweep_writes_tables_and_nested_mlflow_runs(tmp_path, micro_checkpoints):
+    spec = micro_spec(tmp_path, micro_checkpoints)
+    outcome = run_sweep(spec, runs_dir=tmp_path / "runs")
+
+    trials = pl.read_parquet(tmp_path / "runs" / "micro" / "trials.parquet")
+    assert trials.height == 4 and trials["trial_id"].n_unique() == 4
+    assert set(trials["status"]) <= {"FINISHED", "STOPPED"}
+    for column in ("t2i_edit_ratio", "t2i_score", "edit_score", "score", "wall_s", "mlflow_run_id"):
+        assert trials[column].null_count() == 0, column
+    assert trials["t2i_edit_ratio"].is_between(0.1, 0.9).all()
+    curves = pl.read_parquet(tmp_path / "runs" / "micro" / "curves.parquet")
+    finished = trials.filter(pl.col("status") == "FINISHED")["trial_id"]
+    for trial_id in finished:
+        assert curves.filter(pl.col("trial_id") == trial_id)["step"].to_list() == [2.0, 4.0]
+
+    parents, children = mlflow_runs(outcome.tracking_uri, "micro")
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["spec_hash"] and parent.data.tags["mlflow.source.git.commit"]
+    client = MlflowClient(outcome.tracking_uri)
+    assert {"spec.yaml", "trials.parquet", "curves.parquet"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id)
+    }
+    by_trial = {run.data.tags["trial_id"]: run for run in children}
+    assert set(by_trial) == set(trials["trial_id"])
+    for row in trials.iter_rows(named=True):
+        run = by_trial[row["trial_id"]]
+        assert run.info.run_id == row["mlflow_run_id"]
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert float(run.data.params["t2i_edit_ratio"]) == row["t2i_edit_ratio"]
+        assert run.data.params["category_mix.text"] == "1.0" and run.data.params["steps"] == "4"
+        history = client.get_metric_history(run.info.run_id, "score")
+        expected = [2, 4] if row["status"] == "FINISHED" else [2]
+        assert [m.step for m in history] == expected
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert "recipe.yaml" in artifacts
+        if row["status"] == "FINISHED":
+            assert run.info.status == "FINISHED" and "samples.png" in artifacts
+        else:
+            assert run.info.status == "KILLED"
+
+
+def test_existing_run_dir_needs_resume_or_fresh(tmp_path, micro_checkpoints):
+    spec = micro_spec(tmp_path, micro_checkpoints)
+    (tmp_path / "runs" / "micro").mkdir(parents=True)
+    with pytest.raises(SweepError, match="--resume .* or --fresh"):
+        run_sweep(spec, runs_dir=tmp_path / "runs")
+    with pytest.raises(SweepError, match="no sweep to resume"):
+        run_sweep(spec, runs_dir=tmp_path / "runs", resume=True)
+
+
+def test_diverging_trial_is_failed_with_its_reason(tmp_path, micro_checkpoints):
+    """lr 1e30 diverges at the first step: that trial is FAILED everywhere, the other one finishes."""
+    spec = micro_spec(
+        tmp_path,
+        micro_checkpoints,
+        name="diverge",
+        search={"lr_generator": {"grid": [1.0e-4, 1.0e30]}},
+        objectives=[{"metric": "score", "mode": "max"}],
+        sampler={"name": "grid", "seed": 0},
+        scheduler=None,
+        budget={"trials": 2, "concurrent": 2, "max_failures": 1},
+    )
+    outcome = run_sweep(spec, runs_dir=tmp_path / "runs")
+    trials = outcome.tables.trials.sort("lr_generator")
+    assert trials["status"].to_list() == ["FINISHED", "FAILED"]
+    error = trials["error"][1]
+    assert error.startswith("TrialDivergedError: training diverged at generator step")
+    _, children = mlflow_runs(outcome.tracking_uri, "diverge")
+    status = {run.data.params["lr_generator"]: run for run in children}
+    assert status["1e+30"].info.status == "FAILED" and "diverged" in status["1e+30"].data.tags["error"]
+    assert status["0.0001"].info.status == "FINISHED"
+
+
+def test_multi_objective_sweep_has_a_pareto_set_that_optuna_agrees_with(tmp_path, micro_checkpoints):
+    spec = micro_spec(
+        tmp_path,
+        micro_checkpoints,
+        name="joint",
+        search={
+            "category_mix": {"simplex": ["landscape", "portrait", "text"]},
+            "teacher_switch_step": {"int": [0, 4]},
+            "specialist_weight": {"float": [0.3, 1.0], "when": {"teacher_switch_step": [1, 2, 3]}},
+            "t2i_edit_ratio": {"float": [0.1, 0.9], "step": 0.1},
+        },
+        base={**micro_spec(tmp_path, micro_checkpoints).base, "specialist": "text"},
+        objectives=[{"metric": "fd", "mode": "min"}, {"metric": "diversity", "mode": "max"}],
+        scheduler=None,
+    )
+    outcome = run_sweep(spec, runs_dir=tmp_path / "runs")
+    pareto = pl.read_parquet(tmp_path / "runs" / "joint" / "pareto.parquet")
+    assert pareto.height >= 1
+    finished = outcome.tables.trials.filter(pl.col("status") == "FINISHED")
+    study = optuna.create_study(directions=spec.directions)
+    for row in finished.iter_rows(named=True):
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=[row["fd"], row["diversity"]], user_attrs={"trial_id": row["trial_id"]}
+            )
+        )
+    assert set(pareto["trial_id"]) == {t.user_attrs["trial_id"] for t in study.best_trials}
+    assert {"category_mix.landscape", "category_mix.text"} <= set(outcome.tables.trials.columns)
+    assert not any(".raw." in column for column in outcome.tables.trials.columns)
+    ranked = results.sorted_trials(outcome.tables, spec)
+    assert ranked["fd"].drop_nulls().is_sorted()
