@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 import ray
 from mlflow.tracking import MlflowClient
+from sweep_helpers import micro_spec, mlflow_runs
 
 from orchestrator import results
 from orchestrator.sweep import SweepError, run_sweep
-from sweep_helpers import micro_spec, mlflow_runs
 
 pytestmark = pytest.mark.slow
 

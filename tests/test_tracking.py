@@ -1,0 +1,84 @@
+"""Fast checks of the pieces the sweep engine is built from (no Ray cluster, no training).
+
+Run: .venv/bin/python -m pytest tests/test_tracking.py -q
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import polars as pl
+import pytest
+from mlflow.tracking import MlflowClient
+from sweep_helpers import micro_spec
+
+from orchestrator import results, space
+from orchestrator.errors import SpecError
+from orchestrator.tracking import MlflowTracker, SweepInfo, error_summary, recipe_params, report_metrics
+
+
+def test_error_summary_keeps_the_last_exception_line():
+    trace = (
+        "Traceback (most recent call last):\n  File \"x.py\", line 3, in f\n    raise X\n"
+        "ray.exceptions.RayTaskError(TrialDivergedError): ray::run_trial()\n"
+        "orchestrator.trial.TrialDivergedError: training diverged at generator step 1: loss is not finite\n"
+    )
+    assert error_summary(trace) == "TrialDivergedError: training diverged at generator step 1: loss is not finite"
+    assert error_summary(None) == ""
+
+
+def test_report_metrics_drop_ray_bookkeeping_and_non_numbers():
+    result = {"score": 0.5, "step": 20.0, "time_this_iter_s": 1.0, "trial_id": "abc", "done": False,
+              "config": {"a": 1}, "fd": float("nan")}
+    assert report_metrics(result) == {"score": 0.5, "step": 20.0}
+
+
+def test_recipe_params_are_the_flattened_recipe_plus_raw_simplex_draws():
+    params = recipe_params(
+        {"steps": 4}, {"category_mix.text": 0.5, "category_mix.landscape": 0.5, "category_mix.raw.text": 0.3}
+    )
+    assert params["category_mix.text"] == "0.5" and params["steps"] == "4"
+    assert params["optuna.category_mix.raw.text"] == "0.3" and "category_mix.raw.text" not in params
+
+
+def test_tracker_pickles_as_plain_data_and_reattaches_to_its_parent(tmp_path):
+    info = SweepInfo("exp", "sweep123", f"sqlite:///{tmp_path / 'm.db'}", "name: exp\n", {"spec_hash": "h"})
+    tracker = MlflowTracker(info, {"steps": 4})
+    tracker.setup()
+    copy = pickle.loads(pickle.dumps(tracker))  # what Ray does with tuner.pkl on --resume
+    assert copy._client is None
+    copy.setup()
+    assert copy.parent_id == tracker.parent_id
+    runs = MlflowClient(info.uri).search_runs([copy._experiment_id])
+    assert len(runs) == 1 and runs[0].data.tags["spec_hash"] == "h"
+
+
+def test_pareto_front_flips_minimised_objectives(tmp_path, micro_checkpoints):
+    spec = micro_spec(
+        tmp_path, micro_checkpoints,
+        objectives=[{"metric": "fd", "mode": "min"}, {"metric": "diversity", "mode": "max"}],
+    )
+    trials = pl.DataFrame({
+        "trial_id": ["a", "b", "c", "d"],
+        "status": ["FINISHED", "FINISHED", "FINISHED", "FAILED"],
+        "fd": [1.0, 2.0, 3.0, 0.0],
+        "diversity": [0.5, 0.9, 0.4, 1.0],
+    })
+    assert results.pareto_front(trials, spec)["trial_id"].to_list() == ["a", "b"]  # c is dominated by a
+
+
+def test_world_options_are_validated_with_their_line(tmp_path, micro_checkpoints):
+    with pytest.raises(SpecError) as err:
+        micro_spec(tmp_path, micro_checkpoints, world={"name": "tiny", "checkpoint": "x"})
+    assert "world.checkpoint: unknown key 'checkpoint'; did you mean 'checkpoints'?" in str(err.value)
+    spec = micro_spec(tmp_path, micro_checkpoints)
+    assert spec.world.name == "tiny" and spec.world.options["checkpoints"] == str(micro_checkpoints)
+    assert micro_spec(tmp_path, micro_checkpoints, world="tiny").world.options == {}
+
+
+def test_define_by_run_space_pickles():
+    """Ray's OptunaSearch pickles its space with the searcher state (a closure would not survive)."""
+    from orchestrator.spec import SearchEntry
+
+    sample = space.build_space({"t2i_edit_ratio": SearchEntry.model_validate({"float": [0.1, 0.9]})})
+    assert pickle.loads(pickle.dumps(sample)).entries[0][0] == "t2i_edit_ratio"
