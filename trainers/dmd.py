@@ -34,6 +34,10 @@ class DivergedError(RuntimeError):
         shown = "" if value is None else f" ({value})"
         super().__init__(f"training diverged at generator step {step}: {quantity} is not finite{shown}")
 
+    def __reduce__(self):
+        # rebuild from the constructor's arguments, so the error survives pickling (Ray workers -> driver)
+        return (DivergedError, (self.step, self.quantity, self.value))
+
 
 # --- 1. the DMD2 maths ------------------------------------------------------------------------
 
