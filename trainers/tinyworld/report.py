@@ -97,8 +97,9 @@ def _print(console: Console, title: str, table: dict[int, dict], keys) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m trainers.tinyworld.report", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("reports/tinyworld"), help="folder for the PNG and JSON")
-    parser.add_argument("--items", type=int, default=512, help="benchmark items per evaluation")
+    parser.add_argument("--out", type=Path, default=Path("docs/tinyworld"), help="folder for the PNG and JSON")
+    parser.add_argument("--items", type=int, default=256, help="benchmark items per evaluation")
+    parser.add_argument("--no-cards", action="store_true", help="do not write the teacher@50 scores into the model cards")
     parser.add_argument("--seeds", type=int, default=3, help="noise seeds per NFE (mean ± std)")
     parser.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale of the teacher sampler")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -120,6 +121,19 @@ def main(argv: list[str] | None = None) -> None:
     report = {"guidance_scale": args.guidance_scale, "items": args.items, "seeds": args.seeds,
               "teacher": {str(n): s for n, s in table.items()}, "text_category@50": spec}
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if not args.no_cards:
+        _record_in_cards(world, table[50], spec, args)
+
+
+def _record_in_cards(world: TinyWorld, at50: dict, text_scores: dict, args) -> None:
+    """Write the teacher@50 scores (mean over the seeds) into the base and text model cards."""
+    for name in ("base", "text"):
+        path = world.checkpoints / name / "card.json"
+        card = json.loads(path.read_text())
+        card["scores@50"] = {"guidance_scale": args.guidance_scale, "items": args.items, "seeds": args.seeds,
+                             **({k: round(v[0], 4) for k, v in at50.items()} if name == "base" else {}),
+                             "t2i_score/text": round(text_scores[name], 4)}
+        path.write_text(json.dumps(card, indent=2) + "\n")
 
 
 if __name__ == "__main__":
