@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    console = Console()
+    console = Console(width=220)  # wide tables stay readable when piped to a file
     world = TinyWorld()
     teachers = world.load_teachers()
     base, text = teachers["base"].model, teachers["text"].model
