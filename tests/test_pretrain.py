@@ -27,7 +27,9 @@ def test_micro_pretraining_writes_loadable_teachers_with_cards(micro_checkpoints
 
 def test_training_lowers_the_flow_matching_loss(micro_world):
     torch.manual_seed(0)
-    config = TeacherConfig(size="micro", steps=30, batch_size=16, warmup_steps=1, lr=2e-3, ema_decay=0.0, seed=1)
+    config = TeacherConfig(
+        size="micro", steps=30, batch_size=16, warmup_steps=1, lr=2e-3, ema_decay=0.0, seed=1
+    )
     model, record = train_teacher(micro_world, config)
     data = TeacherData(micro_world, config)
     x, cond = data.batch()
@@ -35,8 +37,10 @@ def test_training_lowers_the_flow_matching_loss(micro_world):
     eps, t = torch.randn(x.shape, generator=gen), flow.sample_train_t(len(x), generator=gen)
     untrained = FlowModel.build("micro")
     with torch.no_grad():
-        losses = [float(flow.flow_matching_loss(lambda z, tt, m=m: velocity(m, z, tt, cond), x, eps, t))
-                  for m in (untrained, model)]
+        losses = [
+            float(flow.flow_matching_loss(lambda z, tt, m=m: velocity(m, z, tt, cond), x, eps, t))
+            for m in (untrained, model)
+        ]
     assert losses[1] < 0.8 * losses[0], losses
 
 

@@ -122,7 +122,9 @@ def generate_all(generate: Generate, es: EvalSet, batch_size: int = 256) -> tupl
     return torch.cat(images), time.perf_counter() - start
 
 
-def evaluate(world: World, generate: Generate, config: EvalConfig | EvalSet = EvalConfig()) -> dict[str, float]:
+def evaluate(
+    world: World, generate: Generate, config: EvalConfig | EvalSet = EvalConfig()
+) -> dict[str, float]:
     """Generate every benchmark item with ``generate`` and score it with the world's judge.
 
     Returns the world's T2I and edit metrics (overall, per category, per edit type), ``score``
@@ -135,8 +137,13 @@ def evaluate(world: World, generate: Generate, config: EvalConfig | EvalSet = Ev
     n_t2i = len(es.t2i_rows) * es.samples_per_prompt
     t2i = world.score_t2i(images[:n_t2i], es.t2i_rows, es.samples_per_prompt)
     edit = world.score_edits(images[n_t2i:], es.edit_rows)
-    return {**t2i, **edit, "score": (t2i["t2i_score"] + edit["edit_score"]) / 2,
-            "samples_per_s": len(images) / gen_s, "eval_s": time.perf_counter() - start}
+    return {
+        **t2i,
+        **edit,
+        "score": (t2i["t2i_score"] + edit["edit_score"]) / 2,
+        "samples_per_s": len(images) / gen_s,
+        "eval_s": time.perf_counter() - start,
+    }
 
 
 def _on_device(model: nn.Module, sample: Callable[[torch.Tensor, Cond, Renoise], torch.Tensor]) -> Generate:
@@ -177,7 +184,13 @@ def student_generator(model: nn.Module, nfe: int, shift: float = 1.0) -> Generat
     return _on_device(model, sample)
 
 
-def evaluate_teacher(world: World, model: nn.Module, nfe: int, config: EvalConfig | EvalSet = EvalConfig(),
-                     guidance_scale: float = 3.0, shift: float = 1.0) -> dict[str, float]:
+def evaluate_teacher(
+    world: World,
+    model: nn.Module,
+    nfe: int,
+    config: EvalConfig | EvalSet = EvalConfig(),
+    guidance_scale: float = 3.0,
+    shift: float = 1.0,
+) -> dict[str, float]:
     """Scores of a teacher sampled with ``nfe`` Euler steps and CFG ``guidance_scale``."""
     return evaluate(world, teacher_generator(model, nfe, guidance_scale, shift), config)

@@ -45,7 +45,9 @@ class World(Protocol):
     def load_teachers(self) -> TeacherSet:
         """The frozen teachers: "base" plus specialists."""
 
-    def score_t2i(self, images: torch.Tensor, rows: Sequence[dict], samples_per_prompt: int) -> dict[str, float]:
+    def score_t2i(
+        self, images: torch.Tensor, rows: Sequence[dict], samples_per_prompt: int
+    ) -> dict[str, float]:
         """T2I metrics of generated images (``samples_per_prompt`` per row, row-major)."""
 
     def score_edits(self, images: torch.Tensor, rows: Sequence[dict]) -> dict[str, float]:

@@ -71,7 +71,9 @@ class TeacherData:
         self.world, self.config = world, config
         self.rng = np.random.default_rng(config.seed)
         # encode every prompt once up front (cached on disk): the loop then never waits on MiniLM
-        world.encoder.encode([r["prompt"] for r in self.prompts] + [r["instruction"] for r in self.edits] + [""])
+        world.encoder.encode(
+            [r["prompt"] for r in self.prompts] + [r["instruction"] for r in self.edits] + [""]
+        )
 
     def batch(self) -> tuple[torch.Tensor, Cond]:
         """Clean images x [B, 3, H, W] and their conditions (T2I items first, then edits)."""
@@ -96,7 +98,11 @@ def _update_ema(ema: FlowModel, model: FlowModel, decay: float) -> None:
 
 
 def train_teacher(
-    world: TinyWorld, config: TeacherConfig, init: FlowModel | None = None, snapshot=None, snapshot_every: int = 500
+    world: TinyWorld,
+    config: TeacherConfig,
+    init: FlowModel | None = None,
+    snapshot=None,
+    snapshot_every: int = 500,
 ) -> tuple[FlowModel, dict]:
     """Flow-matching training of one teacher; returns its EMA weights and a training record.
 
@@ -104,7 +110,11 @@ def train_teacher(
     intermediate weights (and can be judged while it goes on).
     """
     torch.manual_seed(config.seed)
-    model = init.train().requires_grad_(True) if init is not None else FlowModel.build(config.size, world.resolution)
+    model = (
+        init.train().requires_grad_(True)
+        if init is not None
+        else FlowModel.build(config.size, world.resolution)
+    )
     ema = FlowModel.from_config(model.config)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
@@ -119,7 +129,7 @@ def train_teacher(
         cond = _drop_text(cond, config.cond_dropout, gen)
         eps = torch.randn(x.shape, generator=gen)
         t = flow.sample_train_t(len(x), generator=gen)
-        loss = flow.flow_matching_loss(lambda z, tt: velocity(model, z, tt, cond), x, eps, t)
+        loss = flow.flow_matching_loss(lambda z, tt, cond=cond: velocity(model, z, tt, cond), x, eps, t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -136,8 +146,12 @@ def train_teacher(
 
 
 def _record(config: TeacherConfig, steps_done: int, start: float, losses: list[float]) -> dict:
-    return {"config": asdict(config), "steps_done": steps_done,
-            "wall_time_s": round(time.perf_counter() - start, 1), "final_loss": float(np.mean(losses[-100:]))}
+    return {
+        "config": asdict(config),
+        "steps_done": steps_done,
+        "wall_time_s": round(time.perf_counter() - start, 1),
+        "final_loss": float(np.mean(losses[-100:])),
+    }
 
 
 def save_teacher(model: FlowModel, path: Path, card: dict) -> None:
@@ -168,18 +182,28 @@ def build_micro_checkpoints(out: Path, steps: int = 4, judge: Path = CHECKPOINTS
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m trainers.tinyworld.pretrain", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=CHECKPOINTS, help="checkpoint folder (judge/, base/, text/)")
+    parser = argparse.ArgumentParser(
+        prog="python -m trainers.tinyworld.pretrain", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--out", type=Path, default=CHECKPOINTS, help="checkpoint folder (judge/, base/, text/)"
+    )
     parser.add_argument("--size", default="tiny", help="model size from trainers.models.MODEL_SIZES")
-    parser.add_argument("--base-steps", type=int, default=3000, help="flow-matching steps of the base teacher")
-    parser.add_argument("--text-steps", type=int, default=400, help="fine-tuning steps of the text specialist")
+    parser.add_argument(
+        "--base-steps", type=int, default=3000, help="flow-matching steps of the base teacher"
+    )
+    parser.add_argument(
+        "--text-steps", type=int, default=400, help="fine-tuning steps of the text specialist"
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="items per step (T2I + edits)")
     parser.add_argument("--train-prompts", type=int, default=24000, help="size of the training prompt pool")
     parser.add_argument("--train-edits", type=int, default=12000, help="size of the training edit pool")
     parser.add_argument("--only", choices=("judge", "base", "text"), action="append", help="train only these")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and data")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--no-eval", action="store_true", help="skip the teacher@50 scores in the model cards")
+    parser.add_argument(
+        "--no-eval", action="store_true", help="skip the teacher@50 scores in the model cards"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     todo = set(args.only or ("judge", "base", "text"))
@@ -187,13 +211,22 @@ def main(argv: list[str] | None = None) -> None:
     if "judge" in todo and not (args.out / "judge" / "model.safetensors").exists():
         judge, card = train_judge(2000, 128, seed=args.seed, config=JudgeConfig(resolution=world.resolution))
         save_judge(judge, args.out / "judge", card)
-    base_cfg = TeacherConfig(size=args.size, steps=args.base_steps, batch_size=args.batch_size, seed=args.seed)
+    base_cfg = TeacherConfig(
+        size=args.size, steps=args.base_steps, batch_size=args.batch_size, seed=args.seed
+    )
     if "base" in todo:
         base, record = train_teacher(world, base_cfg, snapshot=_snapshot(args.out / "base"))
         _finish(world, "base", base, record, args)
     if "text" in todo:
-        text_cfg = replace(base_cfg, steps=args.text_steps, lr=1e-4, warmup_steps=20, edit_fraction=0.0,
-                           categories=("text",), ema_decay=0.99)
+        text_cfg = replace(
+            base_cfg,
+            steps=args.text_steps,
+            lr=1e-4,
+            warmup_steps=20,
+            edit_fraction=0.0,
+            categories=("text",),
+            ema_decay=0.99,
+        )
         text, record = train_teacher(world, text_cfg, init=world.load_teacher_model("base"))
         _finish(world, "text", text, record, args)
 

@@ -26,8 +26,17 @@ from trainers.evaluate import EvalConfig, build_eval_set, evaluate_teacher, teac
 from .world import TinyWorld  # noqa: E402
 
 NFES = (50, 8, 4, 2, 1)
-COLUMNS = ("t2i_score", "edit_score", "score", "adherence", "purity", "diversity", "fd",
-           "edit_adherence", "preservation")
+COLUMNS = (
+    "t2i_score",
+    "edit_score",
+    "score",
+    "adherence",
+    "purity",
+    "diversity",
+    "fd",
+    "edit_adherence",
+    "preservation",
+)
 
 
 def _to_rgb(x: torch.Tensor) -> np.ndarray:
@@ -46,7 +55,9 @@ def sample_grid(world: TinyWorld, model, guidance_scale: float, out: Path, seed:
     for t in world.edit_types:
         j = next(j for j, r in enumerate(es.edit_rows) if r["edit_type"] == t)
         r = es.edit_rows[j]
-        rows.append((t, r["instruction"], world.render_edits([r], "source")[0], world.render_edits([r], "target")[0]))
+        rows.append(
+            (t, r["instruction"], world.render_edits([r], "source")[0], world.render_edits([r], "target")[0])
+        )
         picks.append(n_t2i + j)
     index = torch.tensor(picks)
     cond = es.cond.select(index)
@@ -64,8 +75,15 @@ def sample_grid(world: TinyWorld, model, guidance_scale: float, out: Path, seed:
                 ax.axis("off")
             if r == 0:
                 ax.set_title(headers[c], fontsize=8)
-        axes[r, 0].text(-0.1, 0.5, f"{name}\n{text[:28]}", transform=axes[r, 0].transAxes,
-                        ha="right", va="center", fontsize=6)
+        axes[r, 0].text(
+            -0.1,
+            0.5,
+            f"{name}\n{text[:28]}",
+            transform=axes[r, 0].transAxes,
+            ha="right",
+            va="center",
+            fontsize=6,
+        )
     fig.suptitle(f"tiny world: base teacher, CFG {guidance_scale}", fontsize=9)
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
@@ -79,9 +97,13 @@ def score_table(world: TinyWorld, model, guidance_scale: float, items: int, seed
     """Per NFE: every metric over ``seeds`` noise seeds as (mean, std)."""
     result = {}
     for n in NFES:
-        runs = [evaluate_teacher(world, model, n, EvalConfig(items=items, seed=s), guidance_scale) for s in range(seeds)]
-        result[n] = {k: (float(np.mean([r[k] for r in runs])), float(np.std([r[k] for r in runs])))
-                     for k in runs[0]}
+        runs = [
+            evaluate_teacher(world, model, n, EvalConfig(items=items, seed=s), guidance_scale)
+            for s in range(seeds)
+        ]
+        result[n] = {
+            k: (float(np.mean([r[k] for r in runs])), float(np.std([r[k] for r in runs]))) for k in runs[0]
+        }
     return result
 
 
@@ -96,10 +118,16 @@ def _print(console: Console, title: str, table: dict[int, dict], keys) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m trainers.tinyworld.report", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("docs/tinyworld"), help="folder for the PNG and JSON")
+    parser = argparse.ArgumentParser(
+        prog="python -m trainers.tinyworld.report", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("docs/tinyworld"), help="folder for the PNG and JSON"
+    )
     parser.add_argument("--items", type=int, default=256, help="benchmark items per evaluation")
-    parser.add_argument("--no-cards", action="store_true", help="do not write the teacher@50 scores into the model cards")
+    parser.add_argument(
+        "--no-cards", action="store_true", help="do not write the teacher@50 scores into the model cards"
+    )
     parser.add_argument("--seeds", type=int, default=3, help="noise seeds per NFE (mean ± std)")
     parser.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale of the teacher sampler")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -112,14 +140,26 @@ def main(argv: list[str] | None = None) -> None:
     grid = sample_grid(world, base, args.guidance_scale, args.out)
     console.print(f"grid: {grid}")
     table = score_table(world, base, args.guidance_scale, args.items, args.seeds)
-    _print(console, f"base teacher (CFG {args.guidance_scale}), {args.items} items × {args.seeds} seeds", table, COLUMNS)
+    _print(
+        console,
+        f"base teacher (CFG {args.guidance_scale}), {args.items} items × {args.seeds} seeds",
+        table,
+        COLUMNS,
+    )
     per_cat = [f"t2i_score/{c}" for c in world.categories] + [f"edit_score/{t}" for t in world.edit_types]
     _print(console, "per category and edit type", table, per_cat)
-    spec = {n: evaluate_teacher(world, m, 50, EvalConfig(items=args.items), args.guidance_scale)["t2i_score/text"]
-            for n, m in (("base", base), ("text", text))}
+    spec = {
+        n: evaluate_teacher(world, m, 50, EvalConfig(items=args.items), args.guidance_scale)["t2i_score/text"]
+        for n, m in (("base", base), ("text", text))
+    }
     console.print(f"text category at 50 NFE: base {spec['base']:.3f}, text specialist {spec['text']:.3f}")
-    report = {"guidance_scale": args.guidance_scale, "items": args.items, "seeds": args.seeds,
-              "teacher": {str(n): s for n, s in table.items()}, "text_category@50": spec}
+    report = {
+        "guidance_scale": args.guidance_scale,
+        "items": args.items,
+        "seeds": args.seeds,
+        "teacher": {str(n): s for n, s in table.items()},
+        "text_category@50": spec,
+    }
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     if not args.no_cards:
         _record_in_cards(world, table[50], spec, args)
@@ -130,9 +170,13 @@ def _record_in_cards(world: TinyWorld, at50: dict, text_scores: dict, args) -> N
     for name in ("base", "text"):
         path = world.checkpoints / name / "card.json"
         card = json.loads(path.read_text())
-        card["scores@50"] = {"guidance_scale": args.guidance_scale, "items": args.items, "seeds": args.seeds,
-                             **({k: round(v[0], 4) for k, v in at50.items()} if name == "base" else {}),
-                             "t2i_score/text": round(text_scores[name], 4)}
+        card["scores@50"] = {
+            "guidance_scale": args.guidance_scale,
+            "items": args.items,
+            "seeds": args.seeds,
+            **({k: round(v[0], 4) for k, v in at50.items()} if name == "base" else {}),
+            "t2i_score/text": round(text_scores[name], 4),
+        }
         path.write_text(json.dumps(card, indent=2) + "\n")
 
 

@@ -101,13 +101,20 @@ class TinyWorld:
         null_text, null_mask = self._null(len(rows))
         source = self.render_edits(rows, "source", seeds)
         return Cond(
-            text, mask, null_text, null_mask, (EDIT,) * len(rows),
-            source=source, is_edit=torch.ones(len(rows), dtype=torch.bool),
+            text,
+            mask,
+            null_text,
+            null_mask,
+            (EDIT,) * len(rows),
+            source=source,
+            is_edit=torch.ones(len(rows), dtype=torch.bool),
         )
 
     # -- ground truth ----------------------------------------------------------------------------
 
-    def render_edits(self, rows: Sequence[dict], which: str, seeds: Sequence[int] | None = None) -> torch.Tensor:
+    def render_edits(
+        self, rows: Sequence[dict], which: str, seeds: Sequence[int] | None = None
+    ) -> torch.Tensor:
         """Source or target images of edit rows (same seed for both: only the edit differs)."""
         seeds = [r["image_seed"] for r in rows] if seeds is None else seeds
         attrs = [_own(r["category"], r[which]) for r in rows]
@@ -144,7 +151,9 @@ class TinyWorld:
 
     # -- metrics ----------------------------------------------------------------------------------
 
-    def score_t2i(self, images: torch.Tensor, rows: Sequence[dict], samples_per_prompt: int) -> dict[str, float]:
+    def score_t2i(
+        self, images: torch.Tensor, rows: Sequence[dict], samples_per_prompt: int
+    ) -> dict[str, float]:
         return metrics.evaluate_t2i(images, rows, self.judge, samples_per_prompt)
 
     def score_edits(self, images: torch.Tensor, rows: Sequence[dict]) -> dict[str, float]:
