@@ -43,8 +43,8 @@ class TeacherConfig:
     edit_fraction: float = 0.4  # share of edit items per batch
     cond_dropout: float = 0.1  # prompts replaced by "" so the model also learns the unconditional v
     # The EMA is what ships. 0.99, not the usual 0.999: runs here are a few thousand steps, and a
-    # 0.999 average lagged so far behind that, 2,000 steps in, it scored 0.16 at 50 NFE where a 0.99
-    # average of the same run scored 0.40 (measured on this world; see the base card).
+    # 0.999 average lagged so far behind that, 2,000 steps in, it scored 0.16 at 50 NFE, while 250 more
+    # steps from an earlier snapshot of it with a 0.99 average scored 0.40 (96 items; see the base card).
     ema_decay: float = 0.99
     categories: tuple[str, ...] | None = None  # None = all T2I categories; else only these
     seed: int = 0
