@@ -221,15 +221,26 @@ class MlflowTracker(Callback):
         self._close(trial)
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
-        """Every trial's run in its final state, stale RUNNING runs closed, the parent FINISHED."""
+        """Every trial's run in its final state, stale RUNNING runs closed, lost ones trashed, the parent FINISHED."""
         for trial in trials:
             if trial.status in (Trial.TERMINATED, Trial.ERROR):
                 self._close(trial)
-        known = {self._runs.get(t.trial_id) for t in trials}
+        known = {t.trial_id for t in trials}
         for run in self._search(f"tags.sweep_id = '{self.sweep.sweep_id}' and tags.role = 'trial'"):
-            if run.info.status == "RUNNING" and run.info.run_id not in known:
-                self.client.set_terminated(run.info.run_id, status="KILLED")
+            if run.data.tags.get("trial_id") not in known:
+                self._drop_lost(run.info.run_id)
+            elif run.info.status == "RUNNING" and run.info.run_id not in self._runs.values():
+                self.client.set_terminated(run.info.run_id, status="KILLED")  # cut by the time budget
         self.client.set_terminated(self.parent_id, status="FINISHED")
+
+    def _drop_lost(self, run_id: str) -> None:
+        """A run whose trial Tune does not know: started by a driver killed before its next state
+        snapshot, so the resumed sweep never re-runs it (its search point is proposed afresh).
+        Closed and moved to MLflow's trash (`mlflow gc` or the UI's "deleted" filter still show it),
+        so the experiment holds exactly one live run per trial."""
+        self.client.set_tag(run_id, "outcome", "LOST")
+        self.client.set_terminated(run_id, status="KILLED")
+        self.client.delete_run(run_id)
 
     # -- closing a trial's run ----------------------------------------------------------------------
 

@@ -82,3 +82,29 @@ def test_define_by_run_space_pickles():
 
     sample = space.build_space({"t2i_edit_ratio": SearchEntry.model_validate({"float": [0.1, 0.9]})})
     assert pickle.loads(pickle.dumps(sample)).entries[0][0] == "t2i_edit_ratio"
+
+
+def test_a_run_whose_trial_tune_lost_is_trashed_at_the_end(tmp_path):
+    """A driver killed between starting a trial and its next state snapshot leaves a child run for a
+    trial the resumed sweep never knows: it is closed as LOST and trashed, one live run per trial."""
+    from ray.tune.experiment import Trial
+
+    info = SweepInfo("exp", "sweep123", f"sqlite:///{tmp_path / 'm.db'}", "name: exp\n", {})
+    killed = MlflowTracker(info, {"steps": 4})
+    killed.setup()
+    kept, lost = (Trial("noop", config={}, trial_id=t, stub=True) for t in ("kept0001", "lost0001"))
+    for trial in (kept, lost):
+        killed.on_trial_start(0, [], trial)
+
+    resumed = pickle.loads(pickle.dumps(killed))
+    resumed.setup()
+    kept.set_status(Trial.TERMINATED)
+    resumed.on_experiment_end([kept])
+
+    client = MlflowClient(info.uri)
+    live = client.search_runs([resumed._experiment_id], "tags.role = 'trial'")
+    assert [r.data.tags["trial_id"] for r in live] == ["kept0001"]
+    assert live[0].info.status == "KILLED"  # terminated without a final report: STOPPED
+    gone = client.get_run(killed.run_id(lost))
+    assert gone.info.lifecycle_stage == "deleted" and gone.data.tags["outcome"] == "LOST"
+    assert client.get_run(resumed.parent_id).info.status == "FINISHED"
