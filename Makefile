@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 SPEC   ?= search_spaces/task_ratio.yaml
 ARGS   ?=
 
-.PHONY: sweep test venv lint clean
+.PHONY: sweep test venv browser lint clean
 
 venv: $(VENV)/.installed
 
@@ -19,8 +19,18 @@ $(VENV)/.installed: pyproject.toml
 sweep: venv
 	$(PY) -m orchestrator.sweep $(SPEC) $(ARGS)
 
-test: venv
+test: venv browser
 	$(PY) -m pytest $(ARGS)
+
+# The MLflow UI test screenshots the runs page with Debian's headless chromium. Installed here when
+# missing and apt-get can (root); otherwise that one test is skipped and says why.
+browser:
+	@test -x /usr/bin/chromium || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium for the MLflow UI test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
+	      || echo "could not install chromium: the MLflow UI screenshot test will be skipped"; \
+	  else echo "chromium missing (apt-get install chromium): the MLflow UI screenshot test will be skipped"; fi; }
 
 lint: venv
 	$(VENV)/bin/ruff check orchestrator trainers tests benchmarks

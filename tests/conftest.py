@@ -31,3 +31,24 @@ def micro_world(micro_checkpoints):
     from trainers.tinyworld.world import TinyWorld
 
     return TinyWorld(checkpoints=micro_checkpoints, **MICRO_WORLD)
+
+
+@pytest.fixture(scope="session")
+def micro_sweep(tmp_path_factory, micro_checkpoints):
+    """A finished micro sweep (4 trials, 2 objectives, real Ray Tune + Optuna + MLflow), run once.
+
+    Returns the spec path; the run dir is `<folder>/runs/micro`, the MLflow store `<folder>/mlflow.db`.
+    Tests that read it share it: add to it (a promoted run, a registered model) but do not remove.
+    """
+    from sweep_helpers import write_spec
+
+    from orchestrator.spec import load_spec
+    from orchestrator.sweep import run_sweep
+
+    folder = tmp_path_factory.mktemp("micro_sweep")
+    path = write_spec(
+        folder, micro_checkpoints, scheduler=None, budget={"trials": 4, "concurrent": 2},
+        promote={"steps": 6, "pick": "knee"},
+    )
+    run_sweep(load_spec(path), runs_dir=folder / "runs")
+    return path
