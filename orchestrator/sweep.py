@@ -28,7 +28,6 @@ import ray
 import yaml
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.optuna import OptunaSearch
 from rich import box
 from rich.console import Console
 from rich.syntax import Syntax
@@ -36,6 +35,7 @@ from rich.table import Table
 
 from orchestrator import results, space, tracking, trial
 from orchestrator.errors import SpecError
+from orchestrator.search import DedupOptunaSearch
 from orchestrator.spec import SweepSpec, load_spec
 
 EXIT_OK, EXIT_SWEEP_ERROR, EXIT_SPEC_ERROR = 0, 1, 2
@@ -185,11 +185,11 @@ def run_sweep(
 
 
 def build_tuner(spec: SweepSpec, trainable: Any, run_dir: Path, callbacks: list[tune.Callback]) -> tune.Tuner:
-    """Tuner(OptunaSearch over the define-by-run space, ASHA?, run dir, failure and checkpoint policy)."""
+    """Tuner(Optuna over the define-by-run space, repeats skipped, ASHA?, run dir, failure and checkpoint policy)."""
     metrics = [o.metric for o in spec.objectives]
     modes = [o.mode for o in spec.objectives]
     single = len(metrics) == 1
-    searcher = OptunaSearch(
+    searcher = DedupOptunaSearch(
         space=space.build_space(spec.search),
         metric=metrics[0] if single else metrics,
         mode=modes[0] if single else modes,

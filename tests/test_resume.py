@@ -16,8 +16,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from ray.tune.search.optuna import OptunaSearch
 from sweep_helpers import mlflow_runs, write_spec
+
+from orchestrator.search import DedupOptunaSearch
 
 ROOT = Path(__file__).parent.parent
 pytestmark = pytest.mark.slow
@@ -91,9 +92,10 @@ def test_sigkill_then_resume_completes_the_planned_sweep(tmp_path, micro_checkpo
     assert all(run.info.status == "FINISHED" for run in children)
 
     # The Optuna study came back whole (Ray bug #30861 lost it): one Optuna trial per Tune trial,
-    # each with the params its Tune trial ran with.
-    searcher = OptunaSearch()
+    # each with the params its Tune trial ran with (plus repeated proposals answered without a run).
+    searcher = DedupOptunaSearch()
     searcher.restore_from_dir(str(run_dir))
-    assert len(searcher._ot_study.trials) == 6
+    ran = [t for t in searcher._ot_study.trials if "duplicate_of" not in t.user_attrs]
+    assert len(ran) == 6 and len(searcher._seen) == 6
     for row in trials.iter_rows(named=True):
         assert searcher._ot_trials[row["trial_id"]].params["t2i_edit_ratio"] == row["t2i_edit_ratio"]

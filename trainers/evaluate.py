@@ -12,6 +12,7 @@ a DMD student's few-step sampler — so teachers and students are scored by the 
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,7 +107,7 @@ def build_eval_set(world: World, config: EvalConfig) -> EvalSet:
 
 
 @lru_cache(maxsize=4)
-def _cached_eval_set(world: World, config: EvalConfig) -> EvalSet:
+def cached_eval_set(world: World, config: EvalConfig) -> EvalSet:
     """Encoding and rendering the benchmark costs seconds: build it once per (world, config) per process."""
     return build_eval_set(world, config)
 
@@ -130,7 +131,7 @@ def evaluate(
     Returns the world's T2I and edit metrics (overall, per category, per edit type), ``score``
     (the mean of ``t2i_score`` and ``edit_score``), ``samples_per_s`` (generation only) and ``eval_s``.
     """
-    es = config if isinstance(config, EvalSet) else _cached_eval_set(world, config)
+    es = config if isinstance(config, EvalSet) else cached_eval_set(world, config)
     batch = config.batch_size if isinstance(config, EvalConfig) else EvalConfig.batch_size
     start = time.perf_counter()
     images, gen_s = generate_all(generate, es, batch)
@@ -194,3 +195,19 @@ def evaluate_teacher(
 ) -> dict[str, float]:
     """Scores of a teacher sampled with ``nfe`` Euler steps and CFG ``guidance_scale``."""
     return evaluate(world, teacher_generator(model, nfe, guidance_scale, shift), config)
+
+
+@torch.no_grad()
+def ms_per_sample(generate: Generate, es: EvalSet, items: int = 64, repeats: int = 3) -> float:
+    """Sampling speed: median wall milliseconds per sample of ``generate`` on the first ``items`` benchmark
+    items, one batch per call, after a warm-up call (first calls allocate and pick kernels)."""
+    index = torch.arange(min(items, len(es)))
+    eps, cond = es.eps[index], es.cond.select(index)
+
+    def once() -> float:
+        start = time.perf_counter()
+        generate(eps, cond, lambda k: es.renoise(k, index))  # returns CPU tensors: a GPU run is synchronised
+        return time.perf_counter() - start
+
+    once()
+    return 1e3 * statistics.median(once() for _ in range(repeats)) / len(index)
