@@ -17,9 +17,16 @@ import sys
 
 import torch
 
-from benchmarks.dmd_step import add_world_args, median_s, open_world
+from benchmarks.dmd_step import add_world_args, open_world
 from trainers.distill import distill
-from trainers.evaluate import EvalConfig, build_eval_set, evaluate, student_generator, teacher_generator
+from trainers.evaluate import (
+    EvalConfig,
+    build_eval_set,
+    evaluate,
+    ms_per_sample,
+    student_generator,
+    teacher_generator,
+)
 from trainers.models import FlowModel
 from trainers.recipe import Recipe
 
@@ -52,14 +59,10 @@ def main(argv: list[str] | None = None) -> None:
     samplers = {"student": student_generator(student, args.nfe),
                 "teacher": teacher_generator(teacher, args.teacher_nfe, args.guidance_scale)}
     es = build_eval_set(world, EvalConfig(items=args.batch))
-    index = torch.arange(min(args.batch, len(es)))
-    eps, cond = es.eps[index], es.cond.select(index)
-    out = {"nfe": args.nfe, "teacher_nfe": args.teacher_nfe, "batch": len(index), "threads": args.threads,
-           "micro": args.micro}
+    out = {"nfe": args.nfe, "teacher_nfe": args.teacher_nfe, "batch": min(args.batch, len(es)),
+           "threads": args.threads, "micro": args.micro}
     for name, generate in samplers.items():
-        with torch.no_grad():
-            seconds = median_s(lambda g=generate: g(eps, cond, lambda k: es.renoise(k, index)), args.repeats)
-        out[f"{name}_ms_per_sample"] = round(1e3 * seconds / len(index), 3)
+        out[f"{name}_ms_per_sample"] = round(ms_per_sample(generate, es, args.batch, args.repeats), 3)
     out["speedup"] = round(out["teacher_ms_per_sample"] / out["student_ms_per_sample"], 2)
     out["goal_speedup"] = 20.0
     for name, generate in samplers.items():

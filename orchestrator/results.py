@@ -4,8 +4,12 @@
     paths = write(run_dir, tables)
     print_summary(tables, spec, console)
 
-Read from `ray.tune.ExperimentAnalysis` (trial status, config, last result, error) and each trial's
-`result.json` (every report), so the tables can be rebuilt from `runs/<name>` at any time.
+    tables = load_sweep("runs/task_ratio")         # the written tables again (notebook, promote)
+    trials = load_mlflow("sqlite:///mlflow.db", "task_ratio")   # the trials as MLflow holds them
+
+Read from `ray.tune.ExperimentAnalysis` (trial status, config, start time, last result, error) and
+each trial's `result.json` (every report), so the tables can be rebuilt from `runs/<name>` at any time.
+The Pareto maths lives in `orchestrator.pareto`, the per-axis effect tables in `orchestrator.effects`.
 """
 
 from __future__ import annotations
@@ -16,16 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from ray.tune import ExperimentAnalysis
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator import space
-from orchestrator.spec import SweepSpec
-from orchestrator.tracking import error_summary, report_metrics, trial_outcome
+from orchestrator import pareto, space
+from orchestrator.spec import SweepSpec, load_spec
 
 FILES = ("trials.parquet", "curves.parquet", "pareto.parquet")
+SPEC_FILE = "spec.yaml"  # the resolved spec, when the sweep keeps a copy in its run dir
 
 
 @dataclass
@@ -37,6 +40,11 @@ class Tables:
 
 def collect(run_dir: Path, spec: SweepSpec, run_ids: dict[str, str] | None = None) -> Tables:
     """Tables of the sweep in `run_dir`; `run_ids` maps trial id -> MLflow run id."""
+    # Imported here, not at the top: reading tables (notebook, promote) then costs no Ray/MLflow import (≈ 6 s).
+    from ray.tune import ExperimentAnalysis
+
+    from orchestrator.tracking import error_summary, report_metrics, trial_outcome
+
     analysis = ExperimentAnalysis(str(run_dir))
     trial_rows, curve_rows = [], []
     for trial in sorted(analysis.trials, key=lambda t: t.trial_id):
@@ -45,6 +53,8 @@ def collect(run_dir: Path, spec: SweepSpec, run_ids: dict[str, str] | None = Non
             {
                 "trial_id": trial.trial_id,
                 "status": trial_outcome(trial),
+                # when Ray first ran it (unix s): the order in which the searcher proposed the trials
+                "started_at": trial.run_metadata.start_time,
                 "error": error_summary(trial.get_error()) if trial.status == "ERROR" else None,
                 **space.recipe_params(trial.config),
                 **report_metrics(trial.last_result or {}),
@@ -72,20 +82,17 @@ def _reports(path: Path) -> list[dict[str, Any]]:
 
 def pareto_front(trials: pl.DataFrame, spec: SweepSpec) -> pl.DataFrame:
     """Finished trials that no other finished trial dominates on the spec's objectives."""
-    metrics = [o.metric for o in spec.objectives]
-    if trials.is_empty() or any(m not in trials.columns for m in metrics):
+    objectives = pareto.objectives_of(spec)
+    if trials.is_empty() or any(m not in trials.columns for m in objectives):
         return trials.clear()
-    done = trials.filter(pl.col("status") == "FINISHED").drop_nulls(metrics)
-    # Flip minimised objectives so that larger is better everywhere.
-    signs = [1.0 if o.mode == "max" else -1.0 for o in spec.objectives]
-    points = [[s * v for s, v in zip(signs, row, strict=True)] for row in done.select(metrics).rows()]
-    keep = [not any(_dominates(q, p) for q in points) for p in points]
-    return done.filter(pl.Series(keep, dtype=pl.Boolean))
+    return pareto.pareto_front(trials.filter(pl.col("status") == "FINISHED"), objectives)
 
 
-def _dominates(a: list[float], b: list[float]) -> bool:
-    """a is at least as good as b everywhere and better somewhere (larger is better)."""
-    return all(x >= y for x, y in zip(a, b, strict=True)) and any(x > y for x, y in zip(a, b, strict=True))
+def in_start_order(trials: pl.DataFrame) -> pl.DataFrame:
+    """Trials in the order they started (`started_at`; trials.parquet of older sweeps: by trial id)."""
+    if "started_at" not in trials.columns:
+        return trials.sort("trial_id")
+    return trials.sort(["started_at", "trial_id"], nulls_last=True)
 
 
 def write(run_dir: Path, tables: Tables) -> list[Path]:
@@ -98,6 +105,78 @@ def write(run_dir: Path, tables: Tables) -> list[Path]:
         tmp.replace(path)
         paths.append(path)
     return paths
+
+
+class MissingResultsError(FileNotFoundError):
+    """A sweep's tables or MLflow experiment that are not there (yet)."""
+
+
+def load_sweep(run_dir: str | Path) -> Tables:
+    """The tables a sweep wrote to `run_dir` (runs/<name>): trials, curves and Pareto front."""
+    run_dir = Path(run_dir)
+    missing = [str(run_dir / name) for name in FILES if not (run_dir / name).is_file()]
+    if missing:
+        raise MissingResultsError(
+            f"{', '.join(missing)} not found: run the sweep (python -m orchestrator.sweep SPEC) to write "
+            "the tables, or finish an interrupted one with --resume"
+        )
+    return Tables(*(pl.read_parquet(run_dir / name) for name in FILES))
+
+
+def sweep_objectives(run_dir: str | Path) -> dict[str, str] | None:
+    """{metric: mode} of the sweep in `run_dir`, from the spec it keeps there; None when it keeps none."""
+    path = Path(run_dir) / SPEC_FILE
+    return pareto.objectives_of(load_spec(path)) if path.is_file() else None
+
+
+def load_mlflow(uri: str, experiment: str, sweep_id: str | None = None) -> pl.DataFrame:
+    """The trials of a sweep straight from MLflow: one row per child run tagged role=trial.
+
+    The experiment is named after the sweep; it holds every sweep of that name (a `--fresh` start
+    makes a new one), so `sweep_id` picks one (runs/<name>/sweep.json has it) and the latest is the
+    default. Columns: trial_id, status (the trial's outcome: FINISHED, STOPPED, FAILED; MLflow's run
+    status while it runs), started_at (unix s), every param (a float where every run's value is
+    numeric), every metric (its latest value) and mlflow_run_id; rows in start order. Runs in MLflow's
+    trash (trials lost to a killed driver) are left out.
+    """
+    from mlflow.tracking import MlflowClient  # see collect()
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise MissingResultsError(f"no MLflow experiment named {experiment!r} at {uri}")
+    if sweep_id is None:
+        sweeps = client.search_runs(
+            [found.experiment_id], "tags.role = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1
+        )
+        if not sweeps:
+            raise MissingResultsError(f"no sweep in the MLflow experiment {experiment!r} at {uri}")
+        sweep_id = sweeps[0].data.tags["sweep_id"]
+    runs = client.search_runs(
+        [found.experiment_id], f"tags.role = 'trial' and tags.sweep_id = '{sweep_id}'", max_results=50_000
+    )
+    rows = [
+        {
+            "trial_id": run.data.tags.get("trial_id"),
+            "status": run.data.tags.get("outcome", run.info.status),
+            "started_at": run.info.start_time / 1000 if run.info.start_time else None,
+            **run.data.params,
+            **run.data.metrics,
+            "mlflow_run_id": run.info.run_id,
+        }
+        for run in runs
+    ]
+    frame = pl.DataFrame(rows, infer_schema_length=None)
+    if frame.is_empty():
+        return frame
+    params = {key for run in runs for key in run.data.params}
+    return in_start_order(frame.with_columns([_numeric(frame[key]) for key in sorted(params)]))
+
+
+def _numeric(column: pl.Series) -> pl.Series:
+    """An MLflow param column (strings) as floats when every value is a number, else unchanged."""
+    as_float = column.cast(pl.Float64, strict=False)
+    return as_float if as_float.null_count() == column.null_count() else column
 
 
 def sorted_trials(tables: Tables, spec: SweepSpec) -> pl.DataFrame:

@@ -144,7 +144,9 @@ def _suggest(trial: optuna.Trial, key: str, entry: SearchEntry) -> dict[str, Any
     match entry.kind:
         case "float":
             lo, hi = entry.float_  # type: ignore[misc]
-            return {key: trial.suggest_float(key, lo, hi, log=entry.log, step=entry.step)}
+            value = trial.suggest_float(key, lo, hi, log=entry.log, step=entry.step)
+            # Optuna's lo + k·step carries float noise (0.7000000000000001): show the grid value.
+            return {key: value if entry.step is None else round(value, 12)}
         case "int":
             lo, hi = entry.int_  # type: ignore[misc]
             return {key: trial.suggest_int(key, lo, hi, step=int(entry.step or 1), log=entry.log)}

@@ -11,7 +11,9 @@ nfe 4 fails at load time, not in trial 5 an hour later).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -255,8 +257,14 @@ class Tracking(SpecModel):
 
 
 class Promote(SpecModel):
-    steps: int = Field(2000, ge=1)
+    """Defaults of `python -m orchestrator.promote runs/<name>` (its flags override them)."""
+
+    steps: int = Field(2000, ge=1, description="generator steps of the full run")
     pick: str = Field("knee", description="knee | best | best:<metric> | trial:<id>")
+    seeds: int = Field(
+        1, ge=1, description="> 1: re-run the top candidates with this many seeds before promoting the leader"
+    )
+    top: int = Field(3, ge=2, description="candidates the seed check re-runs (in the pick rule's order)")
 
     @field_validator("pick")
     @classmethod
@@ -642,3 +650,27 @@ def _recipe_error(base: dict[str, Any], params: dict[str, Any]) -> str | None:
     except ValueError as exc:
         return str(exc)
     return None
+
+
+def resolved_dict(spec: SweepSpec) -> dict[str, Any]:
+    """The spec with every default filled in (search entries show only what was given)."""
+    data = spec.model_dump(mode="json", by_alias=True)
+    data["search"] = {
+        key: entry.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        for key, entry in spec.search.items()
+    }
+    if not spec.world.options:  # shown as written: `world: tiny`
+        data["world"] = spec.world.name
+    return data
+
+
+def spec_hash(spec: SweepSpec) -> str:
+    """Hash of the resolved spec without its `promote` section: what the sweep's results depend on.
+
+    Comments and key order in the YAML do not change it, and neither does editing the promotion
+    defaults after a sweep (a --resume or a promotion is refused only when the trials would differ).
+    """
+    data = resolved_dict(spec)
+    data.pop("promote", None)
+    text = json.dumps(data, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -10,7 +10,6 @@ to stderr and exits with status 2, before anything is created (no run dir, no ML
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -36,7 +35,7 @@ from rich.table import Table
 from orchestrator import results, space, tracking, trial
 from orchestrator.errors import SpecError
 from orchestrator.search import DedupOptunaSearch
-from orchestrator.spec import SweepSpec, load_spec
+from orchestrator.spec import SweepSpec, load_spec, resolved_dict, spec_hash
 
 EXIT_OK, EXIT_SWEEP_ERROR, EXIT_SPEC_ERROR = 0, 1, 2
 
@@ -91,18 +90,6 @@ def sample_params(spec: SweepSpec, n: int) -> list[dict[str, Any]]:
     return [sample(study.ask()) for _ in range(n)]
 
 
-def resolved_dict(spec: SweepSpec) -> dict[str, Any]:
-    """The spec with every default filled in (search entries show only what was given)."""
-    data = spec.model_dump(mode="json", by_alias=True)
-    data["search"] = {
-        key: entry.model_dump(mode="json", by_alias=True, exclude_defaults=True)
-        for key, entry in spec.search.items()
-    }
-    if not spec.world.options:  # shown as written: `world: tiny`
-        data["world"] = spec.world.name
-    return data
-
-
 def print_dry_run(spec: SweepSpec, n: int, console: Console) -> None:
     """The resolved spec as YAML, then a table of the first n sampled recipes (swept params only;
     simplex weights normalised, raw draws hidden)."""
@@ -139,6 +126,7 @@ class SweepOutcome:
     tables: results.Tables
     wall_s: float
     tracking_uri: str
+    experiment_id: str = ""
 
 
 def run_sweep(
@@ -162,6 +150,7 @@ def run_sweep(
         uri=uri,
         spec_yaml=yaml.safe_dump(resolved_dict(spec), sort_keys=False),
         tags={"spec_hash": spec_hash(spec), "mlflow.source.git.commit": _git_commit(), "run_dir": str(run_dir)},
+        view=tracking.comparison_view(list(spec.search), [(o.metric, o.mode) for o in spec.objectives]),
     )
     # Snapshot the experiment state every second (Ray's default: every 10 s or more), so that a
     # trial finished before a crash is known finished on --resume instead of re-run from a checkpoint.
@@ -181,7 +170,7 @@ def run_sweep(
     tables = results.collect(run_dir, spec, tracker.all_run_ids())
     paths = results.write(run_dir, tables)
     tracker.log_outputs(paths)
-    return SweepOutcome(run_dir, tables, time.perf_counter() - start, uri)
+    return SweepOutcome(run_dir, tables, time.perf_counter() - start, uri, tracker.experiment_id)
 
 
 def build_tuner(spec: SweepSpec, trainable: Any, run_dir: Path, callbacks: list[tune.Callback]) -> tune.Tuner:
@@ -238,12 +227,6 @@ def _scheduler(spec: SweepSpec) -> Any:
     )
 
 
-def spec_hash(spec: SweepSpec) -> str:
-    """Hash of the resolved spec (comments and key order in the YAML do not change it)."""
-    text = json.dumps(resolved_dict(spec), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def _git_commit() -> str:
     try:
         out = subprocess.run(
@@ -277,6 +260,8 @@ def _prepare_run_dir(run_dir: Path, spec: SweepSpec, *, resume: bool, fresh: boo
         console.print(f"archived the previous sweep to {archive}")
     run_dir.mkdir(parents=True)
     sweep_id = uuid.uuid4().hex
+    # The resolved spec beside the results: `orchestrator.promote` and the notebook read it from here.
+    (run_dir / "spec.yaml").write_text(yaml.safe_dump(resolved_dict(spec), sort_keys=False))
     marker.write_text(json.dumps({"sweep_id": sweep_id, "spec_hash": spec_hash(spec), "name": spec.name}))
     return sweep_id
 
@@ -376,7 +361,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(EXIT_SWEEP_ERROR)
     results.print_summary(outcome.tables, spec, console)
     console.print(f"{spec.name}: {len(outcome.tables.trials)} trials in {outcome.wall_s:.0f} s; tables in {outcome.run_dir}")
-    console.print(f"compare the trials: mlflow ui --backend-store-uri {outcome.tracking_uri}")
+    if outcome.tracking_uri.startswith(("http://", "https://")):
+        console.print(f"compare the trials: {tracking.view_url(outcome.tracking_uri, outcome.experiment_id)}")
+    else:
+        console.print(f"compare the trials: mlflow ui --backend-store-uri {outcome.tracking_uri} --host 127.0.0.1")
+        console.print(f"  then open {tracking.view_url('http://127.0.0.1:5000', outcome.experiment_id)}")
     sys.exit(EXIT_OK)
 
 

@@ -16,12 +16,14 @@ it holds plain data only; the MLflow client is made in `setup`.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -55,6 +57,41 @@ class SweepInfo:
     uri: str
     spec_yaml: str
     tags: dict[str, str] = field(default_factory=dict)  # spec hash, git commit, run dir
+    view: dict[str, Any] | None = None  # the runs-page view saved with the experiment (comparison_view)
+
+
+VIEW_KEY = "trials"
+
+
+def comparison_view(search_keys: list[str], objectives: list[tuple[str, str]]) -> dict[str, Any]:
+    """The MLflow runs-page view for comparing a sweep's trials, saved as the UI's Views -> Share does.
+
+    Trials as rows (unfiltered they are folded under the sweep's parent run), the swept params and the
+    objectives as columns, the best on the first objective on top. `objectives`: (metric, mode) pairs.
+    """
+    metric, mode = objectives[0]
+    return {
+        "searchFilter": "tags.role = 'trial'",
+        "orderByKey": f"metrics.`{metric}`",
+        "orderByAsc": mode == "min",
+        "selectedColumns": [f"params.`{key}`" for key in search_keys]
+        + [f"metrics.`{name}`" for name, _ in objectives],
+    }
+
+
+def view_url(server: str, experiment_id: str) -> str:
+    """The runs page with the saved comparison view (`workflowType`: MLflow 3 otherwise opens an
+    experiment on its GenAI trace overview)."""
+    query = urlencode({"workflowType": "machine_learning", "viewStateShareKey": VIEW_KEY})
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
+
+
+def artifact_location(uri: str) -> str | None:
+    """Artifacts of a sqlite store go beside its database file (MLflow's default would be ./mlruns of
+    whichever folder the process happens to run in); a server decides for itself."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
 
 
 def recipe_params(base: dict[str, Any], config: dict[str, Any]) -> dict[str, str]:
@@ -137,8 +174,12 @@ class MlflowTracker(Callback):
         self._client = client = MlflowClient(tracking_uri=self.sweep.uri)
         experiment = client.get_experiment_by_name(self.sweep.name)
         self._experiment_id = (
-            experiment.experiment_id if experiment else client.create_experiment(self.sweep.name)
+            experiment.experiment_id
+            if experiment
+            else client.create_experiment(self.sweep.name, artifact_location=artifact_location(self.sweep.uri))
         )
+        if self.sweep.view:
+            client.set_experiment_tag(self._experiment_id, f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(self.sweep.view))
         found = self._search(f"tags.sweep_id = '{self.sweep.sweep_id}' and tags.role = 'sweep'")
         self.parent_id = found[0].info.run_id if found else ""
 
@@ -187,6 +228,12 @@ class MlflowTracker(Callback):
             self.client.log_batch(run.info.run_id, params=params[lo : lo + 100])
         self._last_step[run.info.run_id] = -1.0
         return run.info.run_id
+
+    @property
+    def experiment_id(self) -> str:
+        if self._client is None:
+            self._connect()
+        return self._experiment_id
 
     def all_run_ids(self) -> dict[str, str]:
         """trial id -> run id for every child run of this sweep in MLflow."""

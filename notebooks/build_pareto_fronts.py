@@ -1,0 +1,134 @@
+"""Builds notebooks/pareto_fronts.ipynb without outputs: `python notebooks/build_pareto_fronts.py` from the repo root."""
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+md, code = new_markdown_cell, new_code_cell
+cells = [
+    code(
+        'run_dir = "runs/task_ratio"  # a sweep\'s run dir: runs/<name>\n'
+        "out_dir = None  # where the PNGs go; None: <run_dir>/figures\n"
+        "objectives = None  # {metric: 'max' | 'min'}; None: the spec's (<run_dir>/spec.yaml), else T2I vs Edit",
+        metadata={"tags": ["parameters"]},
+    ),
+    md(
+        "# Reading a sweep's Pareto fronts\n"
+        "\n"
+        "Set `run_dir` in the cell above to a finished sweep (`python -m orchestrator.sweep SPEC` writes "
+        "`runs/<name>/trials.parquet`, `curves.parquet`, `pareto.parquet`), then run all cells; `objectives` "
+        "default to the sweep spec's. The cell is tagged `parameters`, so `papermill -p run_dir runs/joint` works too. "
+        "Every figure is also saved as a PNG in `out_dir`; a figure whose axis the sweep did not vary is "
+        "skipped with a line saying so."
+    ),
+    code(
+        "%matplotlib inline\n"
+        "import os\n"
+        "from pathlib import Path\n"
+        "\n"
+        "import polars as pl\n"
+        "\n"
+        "from orchestrator import effects, pareto, plots, results\n"
+        "\n"
+        'if Path.cwd().name == "notebooks":  # Jupyter starts the kernel beside the notebook; paths are from the repo root\n'
+        '    os.chdir("..")\n'
+        'out_dir = Path(out_dir or Path(run_dir) / "figures")\n'
+        "objectives = objectives or results.sweep_objectives(run_dir) or plots.DEFAULT_OBJECTIVES\n"
+        "pl.Config.set_tbl_rows(100)\n"
+        "pl.Config.set_tbl_cols(20)\n"
+        "pl.Config.set_float_precision(3)\n"
+        "tables = results.load_sweep(run_dir)\n"
+        "front = pareto.pareto_front(effects.finished(tables.trials), objectives)\n"
+        'print(f"{tables.trials.height} trials, {front.height} on the Pareto front of {\', \'.join(objectives)}")'
+    ),
+    md(
+        "## The trials\n"
+        "\n"
+        "One row per trial in the order the trials started: its status (FINISHED, STOPPED early by ASHA, "
+        "FAILED), the recipe values the sweep varied, and its final scores."
+    ),
+    code("plots.overview(tables.trials, objectives)"),
+    md(
+        "## The Pareto front, coloured by each axis\n"
+        "\n"
+        "Each dot is a trial; the red rings and the staircase are the trials no other trial beats on both "
+        "objectives, and the star is the knee (the front point closest to the best of both, after scaling "
+        "each objective to [0, 1] over the front). The colours show which recipe values sit where along the "
+        "front: a colour gradient along it is a trade-off that axis controls."
+    ),
+    code(
+        "knee = pareto.knee(front, objectives) if front.height else None\n"
+        'print("knee:", {k: knee[k] for k in ("trial_id", *objectives)} if knee else "none (no finished trial)")\n'
+        'plots.show(plots.front_by_axis(tables.trials, objectives), out_dir, "front", "no swept axis to colour by")'
+    ),
+    md(
+        "## Hypervolume over trials\n"
+        "\n"
+        "The area the front dominates (above a reference point slightly worse than every trial), after each "
+        "trial in start order. Steps are trials that moved the front; a curve still rising at the end says "
+        "more trials would likely find better recipes, a flat tail says the search has settled."
+    ),
+    code('plots.show(plots.hypervolume_curve(tables.trials, objectives), out_dir, "hypervolume", "no finished trial")'),
+    md(
+        "## Scores vs the T2I:Edit ratio\n"
+        "\n"
+        "Each finished trial's `score`, `t2i_score` and `edit_score` against its T2I share, with the mean ± std "
+        "per ratio. Crossing T2I and Edit curves are the trade-off; the peak of `score` is the best single ratio."
+    ),
+    code(
+        "if (table := effects.effect_by_ratio(tables.trials)).height:\n"
+        "    display(table)\n"
+        'plots.show(plots.score_vs_ratio(tables.trials), out_dir, "score_vs_ratio", "t2i_edit_ratio was not swept")'
+    ),
+    md(
+        "## Scores vs the data mix\n"
+        "\n"
+        "One panel per prompt category: the scores against that category's weight in the distillation data. "
+        "A trend in one panel says that category's share matters; the table groups trials by their dominant category."
+    ),
+    code(
+        "if (table := effects.effect_by_category(tables.trials)).height:\n"
+        "    display(table)\n"
+        'plots.show(plots.score_vs_category(tables.trials), out_dir, "score_vs_category", "category_mix was not swept")'
+    ),
+    md(
+        "## Scores vs the teacher switch step\n"
+        "\n"
+        "The base teacher guides student steps before k*, the specialist from k* on (k* = 0: specialist only, "
+        "k* = nfe: base only). Look for the step where the specialist starts to help without destabilising training."
+    ),
+    code(
+        "if (table := effects.effect_by_switch(tables.trials)).height:\n"
+        "    display(table)\n"
+        'plots.show(plots.score_vs_switch(tables.trials), out_dir, "score_vs_switch", "teacher_switch_step was not swept")'
+    ),
+    md(
+        "## Learning curves of the front's trials\n"
+        "\n"
+        "Each objective at every evaluation during training, the front's trials in colour and the rest in grey. "
+        "Curves still climbing at the last step suggest the promoted full-length run will gain more; curves that "
+        "peak and fall point at over-training (e.g. CFG over-saturation)."
+    ),
+    code(
+        "plots.show(plots.learning_curves(tables.curves, front, objectives), out_dir, \"learning_curves\",\n"
+        '           "no learning curves of front trials")'
+    ),
+    md(
+        "## The knee's samples\n"
+        "\n"
+        "The knee trial's samples from its last checkpoint: T2I samples first (4 per prompt), then "
+        "(source, edited) pairs. Check them by eye before promoting the recipe "
+        "(`python -m orchestrator.promote RUN_DIR --pick knee`)."
+    ),
+    code('plots.show(plots.knee_samples(run_dir, front, objectives), out_dir, "knee_samples", "the knee trial has no sample grid")'),
+    md("The PNGs written:"),
+    code('sorted(str(p) for p in out_dir.glob("*.png"))'),
+]
+nb = new_notebook(
+    cells=cells,
+    metadata={
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+    },
+)
+for i, cell in enumerate(nb.cells):
+    cell.id = f"cell-{i:02d}"  # stable ids: nbformat would draw random ones on every build
+nbformat.write(nb, "notebooks/pareto_fronts.ipynb")

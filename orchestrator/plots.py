@@ -1,0 +1,295 @@
+"""Figures of a finished sweep, for notebooks/pareto_fronts.ipynb and the README.
+
+    tables = results.load_sweep("runs/task_ratio")
+    fig = front_by_axis(tables.trials, objectives)       # a matplotlib Figure, or None
+    paths = save_all("runs/task_ratio", "runs/task_ratio/figures")
+
+Every function returns a `matplotlib.figure.Figure` built without pyplot (no global state: safe under
+the Agg backend, in a notebook, in a loop), or None when the figure does not apply to this sweep (the
+axis was not swept, no curves, no sample grid): `show` then says why instead of drawing. Only
+FINISHED trials are drawn in the score plots; trials stopped early by ASHA have scores from an
+earlier step (the front scatter shows them apart, as crosses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from PIL import Image
+
+from orchestrator import effects, pareto, results
+
+DEFAULT_OBJECTIVES = {"t2i_score": "max", "edit_score": "max"}
+SCORE_COLOURS = {"score": "black", "t2i_score": "tab:blue", "edit_score": "tab:orange"}
+# The axes a front can be coloured by, with their labels (the paper's words, DESIGN §1).
+AXES = {
+    "t2i_edit_ratio": "T2I:Edit ratio (T2I share)",
+    "category_mix": "dominant category of the data mix",
+    "teacher_switch_step": "teacher switch step k*",
+    "specialist_weight": "specialist weight",
+    "guidance_scale": "CFG guidance scale",
+}
+PANEL = (4.6, 3.8)  # inches per panel
+# The name orchestrator.trial gives a checkpoint's sample grid (tests/test_notebook.py checks they agree):
+# importing the trainable would load Ray and torch (≈ 6 s) just for this string.
+SAMPLES_FILE = "samples.png"
+
+
+def swept_axes(trials: pl.DataFrame) -> list[str]:
+    """The keys of AXES that vary over the finished trials."""
+    done = effects.finished(trials)
+    return [a for a in AXES if (effects.mix_swept(done) if a == "category_mix" else effects.is_swept(done, a))]
+
+
+def overview(trials: pl.DataFrame, objectives: Mapping[str, str] = DEFAULT_OBJECTIVES) -> pl.DataFrame:
+    """The trials in start order with their status, swept axes, objectives and score (what to read first)."""
+    axes = [c for a in swept_axes(trials) for c in (effects.mix_columns(trials) if a == "category_mix" else [a])]
+    wanted = ["trial_id", "status", *axes, *dict.fromkeys([*objectives, "score"]), "wall_s"]
+    return results.in_start_order(trials).select([c for c in wanted if c in trials.columns])
+
+
+def _panels(n: int, title: str, height: float = PANEL[1]) -> tuple[Figure, list]:
+    fig = Figure(figsize=(PANEL[0] * n, height), layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    fig.suptitle(title)
+    return fig, list(axes)
+
+
+def _plotted_pair(objectives: Mapping[str, str]) -> dict[str, str]:
+    """The two objectives a front scatter shows: the first two, else T2I vs Edit."""
+    return dict(list(objectives.items())[:2]) if len(objectives) >= 2 else DEFAULT_OBJECTIVES
+
+
+def front_by_axis(trials: pl.DataFrame, objectives: Mapping[str, str] = DEFAULT_OBJECTIVES) -> Figure | None:
+    """Every trial on the first two objectives, one panel per swept axis, coloured by that axis;
+    the Pareto front of the finished trials as a ringed staircase, its knee as a star."""
+    pair = _plotted_pair(objectives)
+    axes = swept_axes(trials)
+    if not axes or any(m not in trials.columns for m in pair):
+        return None
+    done = effects.finished(trials)
+    front = pareto.pareto_front(done, pair)
+    fig, panels = _panels(len(axes), f"Pareto front: {' vs '.join(pair)}\n"
+                          "red rings = front, star = knee, × = stopped early")
+    for ax, axis in zip(panels, axes, strict=True):
+        _colour_by(fig, ax, trials, pair, axis)
+        _draw_front(ax, front, pair)
+    return fig
+
+
+def _colour_by(fig: Figure, ax, trials: pl.DataFrame, pair: Mapping[str, str], axis: str) -> None:
+    x, y = list(pair)
+    stopped = pl.col("status") != "FINISHED" if "status" in trials.columns else pl.lit(False)
+    if axis == "category_mix":
+        frame = effects.dominant_category(trials.drop_nulls(effects.mix_columns(trials)))
+        for i, (name,) in enumerate(sorted(frame.select("dominant_category").unique().rows())):
+            group = frame.filter(pl.col("dominant_category") == name)
+            for part, marker in ((group.filter(~stopped), "o"), (group.filter(stopped), "x")):
+                ax.scatter(part[x], part[y], color=f"C{i}", marker=marker, s=36, label=name if marker == "o" else None)
+        ax.legend(title="dominant category", fontsize="small")
+    else:
+        frame = trials.drop_nulls([axis])
+        values = frame[axis].cast(pl.Float64)
+        norm = (values.min(), values.max())
+        arts = [
+            ax.scatter(sub[x], sub[y], c=sub[axis].cast(pl.Float64), cmap="viridis", marker=marker,
+                       vmin=norm[0], vmax=norm[1], s=36)
+            for sub, marker in ((frame.filter(~stopped), "o"), (frame.filter(stopped), "x"))
+        ]
+        bar = fig.colorbar(arts[0], ax=ax)
+        bar.set_label(AXES[axis])
+        if frame[axis].dtype.is_integer():
+            bar.set_ticks(sorted(set(frame[axis].to_list())))
+    ax.set(xlabel=x, ylabel=y, title=f"coloured by {axis}")
+    ax.xaxis.set_major_locator(MaxNLocator(5))  # long tick labels when the scores are close together
+
+
+def _draw_front(ax, front: pl.DataFrame, pair: Mapping[str, str]) -> None:
+    if front.is_empty():
+        return
+    x, y = list(pair)
+    line = front.sort(x)
+    # the edge of the region the front dominates: down-then-across when x is maximised, across-then-down when not
+    ax.step(line[x], line[y], where="pre" if pair[x] == "max" else "post", color="grey", lw=1, zorder=0)
+    ax.scatter(line[x], line[y], facecolors="none", edgecolors="red", s=110, lw=1.2)
+    best = pareto.knee(front, pair)
+    ax.scatter([best[x]], [best[y]], marker="*", color="red", s=220, zorder=3)
+    ax.annotate("knee", (best[x], best[y]), xytext=(6, 6), textcoords="offset points", color="red")
+
+
+def hypervolume_curve(
+    trials: pl.DataFrame, objectives: Mapping[str, str] = DEFAULT_OBJECTIVES, reference: list[float] | None = None
+) -> Figure | None:
+    """Hypervolume of the finished trials' front after each trial, trials in start order.
+
+    Start order is `started_at` (when Ray first ran the trial: the order the searcher proposed them),
+    trial id order for tables written before that column existed. The reference defaults to each
+    objective's worst finished value pushed out by 10% of its range (`pareto.reference_point`).
+    """
+    if not 1 <= len(objectives) <= 3 or any(m not in trials.columns for m in objectives):
+        return None
+    ordered = results.in_start_order(trials)
+    done = effects.finished(ordered)
+    if pareto.pareto_front(done, objectives).is_empty():
+        return None
+    reference = reference or pareto.reference_point(done, objectives)
+    if "status" in ordered.columns:  # unfinished trials count as trials run that add no volume
+        unfinished = pl.col("status") != "FINISHED"
+        ordered = ordered.with_columns([pl.when(unfinished).then(None).otherwise(pl.col(m)).alias(m) for m in objectives])
+    history = pareto.hypervolume_history(ordered, objectives, reference)
+    fig, (ax,) = _panels(1, "Hypervolume over trials", height=3.4)
+    ax.step(range(1, len(history) + 1), history, where="post", marker="o")
+    ref = ", ".join(f"{m}={r:.3g}" for m, r in zip(objectives, reference, strict=True))
+    ax.set(xlabel="trials run (in start order)", ylabel="hypervolume", title=f"reference: {ref}")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    return fig
+
+
+def _score_scatter(ax, frame: pl.DataFrame, column: str, jitter: float = 0.0) -> None:
+    rng = np.random.default_rng(0)  # fixed jitter: the same figure every run
+    for metric, colour in SCORE_COLOURS.items():
+        if metric in frame.columns:
+            x = frame[column].cast(pl.Float64).to_numpy() + rng.uniform(-jitter, jitter, frame.height)
+            ax.scatter(x, frame[metric], color=colour, alpha=0.45, s=20)
+
+
+def _means(ax, table: pl.DataFrame, x: str) -> None:
+    for metric, colour in SCORE_COLOURS.items():
+        if f"{metric}_mean" in table.columns:
+            ax.errorbar(table[x], table[f"{metric}_mean"], yerr=table[f"{metric}_std"].fill_null(0.0),
+                        color=colour, marker="s", capsize=3, label=f"{metric} (mean ± std)")
+    ax.legend(fontsize="small")
+
+
+def score_vs_ratio(trials: pl.DataFrame) -> Figure | None:
+    """Scores of the finished trials against the T2I share, with the mean ± std per ratio bucket."""
+    table = effects.effect_by_ratio(trials)
+    if table.is_empty():
+        return None
+    fig, (ax,) = _panels(1, "Scores vs T2I:Edit ratio", height=3.6)
+    _score_scatter(ax, effects.finished(trials), effects.RATIO)
+    _means(ax, table, "ratio")
+    ticks = np.round(np.arange(0.1, 1.0, 0.2), 1)
+    ax.set_xticks(ticks, [f"{t:.1f}\n{round(10 * t)}:{round(10 - 10 * t)}" for t in ticks])
+    ax.set(xlabel="t2i_edit_ratio (T2I:Edit)", ylabel="score", xlim=(0, 1))
+    return fig
+
+
+def score_vs_category(trials: pl.DataFrame) -> Figure | None:
+    """Scores of the finished trials against each category's weight in the data mix."""
+    done = effects.finished(trials)
+    if not effects.mix_swept(done):
+        return None
+    columns = effects.mix_columns(done)
+    fig, panels = _panels(len(columns), "Scores vs the weight of each category in the data mix")
+    for ax, column in zip(panels, columns, strict=True):
+        _score_scatter(ax, done, column)
+        ax.set(xlabel=f"{column} (weight)", ylabel="score", xlim=(0, 1))
+    handles = [panels[0].scatter([], [], color=c, label=m) for m, c in SCORE_COLOURS.items() if m in done.columns]
+    panels[-1].legend(handles=handles, fontsize="small")
+    return fig
+
+
+def score_vs_switch(trials: pl.DataFrame) -> Figure | None:
+    """Scores of the finished trials against the teacher switch step, with the mean ± std per step."""
+    table = effects.effect_by_switch(trials)
+    if table.is_empty():
+        return None
+    fig, (ax,) = _panels(1, "Scores vs teacher switch step", height=3.6)
+    _score_scatter(ax, effects.finished(trials), effects.SWITCH, jitter=0.08)
+    _means(ax, table, effects.SWITCH)
+    ax.set_xticks(table[effects.SWITCH].to_list())
+    ax.set(xlabel="teacher_switch_step k*\n(base teacher before step k*, specialist from k* on)", ylabel="score")
+    return fig
+
+
+def learning_curves(curves: pl.DataFrame, front: pl.DataFrame, objectives: Mapping[str, str] = DEFAULT_OBJECTIVES) -> Figure | None:
+    """Each objective (and score) over training steps: the front's trials in colour, the others grey."""
+    metrics = [m for m in dict.fromkeys([*objectives, "score"]) if m in curves.columns]
+    if curves.is_empty() or front.is_empty() or not metrics or "step" not in curves.columns:
+        return None
+    on_front = front["trial_id"].to_list()
+    fig, panels = _panels(len(metrics), "Learning curves of the Pareto front's trials (others in grey)")
+    for ax, metric in zip(panels, metrics, strict=True):
+        for (trial_id,), curve in curves.sort("step").group_by("trial_id", maintain_order=True):
+            if trial_id not in on_front:
+                ax.plot(curve["step"], curve[metric], color="lightgrey", lw=1)
+        for i, trial_id in enumerate(on_front):
+            curve = curves.filter(pl.col("trial_id") == trial_id).sort("step")
+            ax.plot(curve["step"], curve[metric], color=f"C{i % 10}", marker=".", label=trial_id)
+        ax.set(xlabel="generator step", ylabel=metric, title=metric)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    panels[-1].legend(title="trial", fontsize="small")
+    return fig
+
+
+def samples_path(run_dir: str | Path, trial_id: str) -> Path | None:
+    """The sample grid of a trial's last checkpoint that has one (runs/<name>/trial_<id>/checkpoint_*/)."""
+    grids = sorted((Path(run_dir) / f"trial_{trial_id}").glob(f"checkpoint_*/{SAMPLES_FILE}"))
+    return grids[-1] if grids else None
+
+
+def knee_samples(run_dir: str | Path, front: pl.DataFrame, objectives: Mapping[str, str] = DEFAULT_OBJECTIVES) -> Figure | None:
+    """The knee trial's final sample grid, titled with its scores."""
+    if front.is_empty() or any(m not in front.columns for m in objectives):
+        return None
+    best = pareto.knee(front, objectives)
+    path = samples_path(run_dir, best["trial_id"])
+    if path is None:
+        return None
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    height = 6.0 * pixels.shape[0] / pixels.shape[1]
+    fig, (ax,) = _panels(1, f"Knee trial {best['trial_id']}: final samples", height=height + 0.8)
+    fig.set_figwidth(6.0)
+    ax.imshow(pixels, interpolation="nearest")  # nearest: the tiny world's pixels stay crisp
+    scores = ", ".join(f"{m} = {best[m]:.3f}" for m in objectives)
+    ax.set_title(f"{scores}\nT2I samples (4 per prompt), then (source, edited) pairs", fontsize="medium")
+    ax.axis("off")
+    return fig
+
+
+def show(fig: Figure | None, out_dir: str | Path, name: str, skipped: str) -> Figure | None:
+    """Save `fig` as <out_dir>/<name>.png and return it (a notebook then displays it); if None, say why."""
+    if fig is None:
+        print(f"{name}: skipped, {skipped}")
+        return None
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_dir / f"{name}.png", dpi=110)
+    return fig
+
+
+def figures(
+    run_dir: str | Path, objectives: Mapping[str, str] | None = None
+) -> dict[str, tuple[Figure | None, str]]:
+    """Every figure of the sweep in `run_dir` by name, each with the reason it may be skipped.
+
+    `objectives` default to the spec's (`results.sweep_objectives`), else T2I vs Edit.
+    """
+    objectives = objectives or results.sweep_objectives(run_dir) or DEFAULT_OBJECTIVES
+    tables = results.load_sweep(run_dir)
+    trials, front = tables.trials, pareto.pareto_front(effects.finished(tables.trials), objectives)
+    return {
+        "front": (front_by_axis(trials, objectives), "no swept axis to colour by"),
+        "hypervolume": (hypervolume_curve(trials, objectives), "no finished trial with every objective"),
+        "score_vs_ratio": (score_vs_ratio(trials), "t2i_edit_ratio was not swept"),
+        "score_vs_category": (score_vs_category(trials), "category_mix was not swept"),
+        "score_vs_switch": (score_vs_switch(trials), "teacher_switch_step was not swept"),
+        "learning_curves": (learning_curves(tables.curves, front, objectives), "no curves of front trials"),
+        "knee_samples": (knee_samples(run_dir, front, objectives), "the knee trial has no sample grid"),
+    }
+
+
+def save_all(run_dir: str | Path, out_dir: str | Path, objectives: Mapping[str, str] | None = None) -> list[Path]:
+    """Write every figure that applies as <out_dir>/<name>.png; the paths written."""
+    written = []
+    for name, (fig, why) in figures(run_dir, objectives).items():
+        if show(fig, out_dir, name, why) is not None:
+            written.append(Path(out_dir) / f"{name}.png")
+    return written
