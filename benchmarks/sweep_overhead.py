@@ -5,7 +5,9 @@
 Prints one JSON line:
 - `overhead_ratio` = sweep wall time / (Σ trial compute / concurrency), where a trial's compute is
   trial's own running time as Ray measures it (`wall_s` in trials.parquet, Ray's time_total_s). Goal ≤ 1.05 on default-length trials;
-  on micro trials Ray's fixed costs (start-up, worker processes) dominate.
+  on micro trials Ray's fixed costs (start-up, worker processes) dominate. Split into `fixed_s` (wall
+  time outside the span from the first trial's start to the last one's end) and `idle_slot_s` (slot
+  seconds inside that span with no trial: hand-overs, and the tail where one trial runs alone).
 - `startup_ratio` = per-trial start-up with the worker's shared caches (world, teachers, evaluation
   sets already built by an earlier trial in the same process) / a naive start (everything built
   again). Start-up is what a trial pays besides its DMD steps and evaluations: the DMD state
@@ -31,7 +33,7 @@ from orchestrator import trial
 from orchestrator.spec import SweepSpec, load_spec
 from orchestrator.sweep import run_sweep
 from trainers.distill import prepare
-from trainers.evaluate import EvalConfig, cached_eval_set, build_eval_set
+from trainers.evaluate import EvalConfig, build_eval_set, cached_eval_set
 from trainers.world import load_world
 
 
@@ -81,6 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     trials = outcome.tables.trials
     compute = float(trials["wall_s"].sum())  # Ray's time_total_s of each trial
     ideal = compute / spec.budget.concurrent
+    # Where the excess goes: fixed costs outside the trials' span (Ray start, tables, MLflow) and slot
+    # time left idle inside it (between trials, and the tail when fewer trials than slots remain).
+    span = float((trials["started_at"] + trials["wall_s"]).max() - trials["started_at"].min())
     print(json.dumps({
         "spec": spec.name,
         "trials": trials.height,
@@ -88,6 +93,9 @@ def main(argv: list[str] | None = None) -> None:
         "sweep_wall_s": round(outcome.wall_s, 1),
         "sum_trial_s": round(compute, 1),
         "overhead_ratio": round(outcome.wall_s / ideal, 3) if ideal else None,
+        "trials_span_s": round(span, 1),
+        "fixed_s": round(outcome.wall_s - span, 1),
+        "idle_slot_s": round(spec.budget.concurrent * span - compute, 1),
         **startup,
     }))
 
