@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
                                      description=__doc__.splitlines()[0])
     add_world_args(parser)
     parser.add_argument("--student", help="student diffusers folder; default: distil one for --steps")
-    parser.add_argument("--steps", type=int, default=30, help="generator steps of the quick distillation")
+    parser.add_argument("--steps", type=int, default=20, help="generator steps of the quick distillation")
     parser.add_argument("--nfe", type=int, default=4, help="student steps")
     parser.add_argument("--teacher-nfe", type=int, default=50, help="teacher Euler steps (CFG: 2 calls each)")
     parser.add_argument("--guidance-scale", type=float, default=3.0, help="teacher CFG scale")
