@@ -150,7 +150,7 @@ def run_sweep(
         uri=uri,
         spec_yaml=yaml.safe_dump(resolved_dict(spec), sort_keys=False),
         tags={"spec_hash": spec_hash(spec), "mlflow.source.git.commit": _git_commit(), "run_dir": str(run_dir)},
-        view=tracking.comparison_view(list(spec.search), [(o.metric, o.mode) for o in spec.objectives]),
+        view=tracking.comparison_view(sweep_id, list(spec.search), [(o.metric, o.mode) for o in spec.objectives]),
     )
     # Snapshot the experiment state every second (Ray's default: every 10 s or more), so that a
     # trial finished before a crash is known finished on --resume instead of re-run from a checkpoint.

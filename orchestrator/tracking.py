@@ -63,15 +63,16 @@ class SweepInfo:
 VIEW_KEY = "trials"
 
 
-def comparison_view(search_keys: list[str], objectives: list[tuple[str, str]]) -> dict[str, Any]:
+def comparison_view(sweep_id: str, search_keys: list[str], objectives: list[tuple[str, str]]) -> dict[str, Any]:
     """The MLflow runs-page view for comparing a sweep's trials, saved as the UI's Views -> Share does.
 
-    Trials as rows (unfiltered they are folded under the sweep's parent run), the swept params and the
-    objectives as columns, the best on the first objective on top. `objectives`: (metric, mode) pairs.
+    The latest sweep's trials as rows (an experiment keeps every sweep of its name; unfiltered, trials
+    are folded under their parent run), the swept params and the objectives as columns, the best on
+    the first objective on top. `objectives`: (metric, mode) pairs.
     """
     metric, mode = objectives[0]
     return {
-        "searchFilter": "tags.role = 'trial'",
+        "searchFilter": f"tags.sweep_id = '{sweep_id}' and tags.role = 'trial'",
         "orderByKey": f"metrics.`{metric}`",
         "orderByAsc": mode == "min",
         "selectedColumns": [f"params.`{key}`" for key in search_keys]

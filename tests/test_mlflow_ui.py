@@ -187,7 +187,7 @@ def saved_view_url(server: Server, experiment_id: str) -> str:
     key = f"mlflow.sharedViewState.{tracking.VIEW_KEY}"
     assert key in tags, f"the sweep saved no comparison view: experiment tags {sorted(tags)}"
     view = json.loads(tags[key])
-    assert view["searchFilter"] == "tags.role = 'trial'"
+    assert view["searchFilter"].endswith("and tags.role = 'trial'") and "tags.sweep_id = '" in view["searchFilter"]
     return tracking.view_url(server.url, experiment_id)
 
 
