@@ -208,6 +208,10 @@ def print_summary(tables: Tables, spec: SweepSpec, console: Console) -> None:
     console.print(table)
     if len(spec.objectives) > 1:
         console.print(f"* Pareto set on {', '.join(o.metric for o in spec.objectives)}: {len(pareto)} trials")
+    if (frame["status"] == "STOPPED").any():
+        # ASHA stops a trial between full evaluations: its scores are from the last quick benchmark.
+        console.print(f"STOPPED trials: scores from the quick benchmark ({spec.base_recipe.eval_items_quick} items), "
+                      f"FINISHED ones from the full benchmark ({spec.base_recipe.eval_items} items)")
     failed = frame.filter(pl.col("status") == "FAILED")
     for row in failed.iter_rows(named=True):
         console.print(f"  {row['trial_id']} failed: {row['error']}")

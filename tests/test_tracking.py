@@ -108,3 +108,18 @@ def test_a_run_whose_trial_tune_lost_is_trashed_at_the_end(tmp_path):
     gone = client.get_run(killed.run_id(lost))
     assert gone.info.lifecycle_stage == "deleted" and gone.data.tags["outcome"] == "LOST"
     assert client.get_run(resumed.parent_id).info.status == "FINISHED"
+
+
+def test_summary_says_which_benchmark_the_scores_come_from(tmp_path, micro_checkpoints):
+    from rich.console import Console
+
+    spec = micro_spec(tmp_path, micro_checkpoints)
+    trials = pl.DataFrame({
+        "trial_id": ["a", "b"], "status": ["FINISHED", "STOPPED"], "t2i_edit_ratio": [0.3, 0.6],
+        "t2i_score": [0.5, 0.6], "edit_score": [0.4, 0.3], "score": [0.45, 0.45], "wall_s": [10.0, 4.0],
+    })
+    console = Console(record=True, width=160)
+    results.print_summary(results.Tables(trials, pl.DataFrame(), trials.head(1)), spec, console)
+    text = console.export_text()
+    assert "STOPPED trials: scores from the quick benchmark (8 items)" in text
+    assert "FINISHED ones from the full benchmark (16 items)" in text
