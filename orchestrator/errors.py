@@ -8,6 +8,7 @@ our own cross-field checks and YAML-level problems all render the same way.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import reprlib
 from collections.abc import Iterable, Sequence
@@ -233,3 +234,11 @@ def _strip_optional(tp: Any) -> Any:
         args = [a for a in get_args(tp) if a is not type(None)]
         return args[0] if len(args) == 1 else tp
     return tp
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts on the command line (`-n`, `--threads`): argparse reports the message."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, found {text}")
+    return value

@@ -33,7 +33,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.errors import SpecError
+from orchestrator.errors import SpecError, positive_int
 from orchestrator.promote_pick import (
     SHOWN,
     PromoteError,
@@ -75,15 +75,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="promote the seed check's leader even when its lead is within the noise",
     )
     parser.add_argument("--spec", type=Path, help="the sweep's spec, when the run folder keeps no spec.yaml")
-    parser.add_argument("--threads", type=_positive, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     return parser.parse_args(argv)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, found {text}")
-    return value
 
 
 def settings(sweep: Sweep, args: argparse.Namespace) -> Promote:

@@ -33,7 +33,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from orchestrator import results, space, tracking, trial
-from orchestrator.errors import SpecError
+from orchestrator.errors import SpecError, positive_int
 from orchestrator.search import DedupOptunaSearch
 from orchestrator.spec import SweepSpec, load_spec, resolved_dict, spec_hash
 
@@ -51,7 +51,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="validate, print the resolved spec and N sampled recipes; train nothing",
     )
     parser.add_argument(
-        "-n", type=_positive, default=8, metavar="N", help="recipes to sample for --dry-run (default: 8)"
+        "-n", type=positive_int, default=8, metavar="N", help="recipes to sample for --dry-run (default: 8)"
     )
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
@@ -67,13 +67,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="Ray cluster to join, e.g. ray://head:10001 (default: RAY_ADDRESS or a local Ray)",
     )
     return parser.parse_args(argv)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, found {text}")
-    return value
 
 
 def sample_params(spec: SweepSpec, n: int) -> list[dict[str, Any]]:
