@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,7 +149,14 @@ def run_sweep(
     # Snapshot the experiment state every second (Ray's default: every 10 s or more), so that a
     # trial finished before a crash is known finished on --resume instead of re-run from a checkpoint.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    owns_ray = _start_ray(address, run_dir)
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # that is on purpose
+    # Ray's own console output (an experiment box, a TensorBoard hint) is off: ProgressLines print instead.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # A new sqlite store takes seconds to create (schema migrations): done while Ray starts.
+    # Its errors are left to the tracker, which reports them as the sweep starts.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(tracking.open_store, uri)
+        owns_ray = _start_ray(address, run_dir)
     try:
         trainable = trial.make_trainable(spec)
         if resume:
@@ -312,7 +320,9 @@ class ProgressLines(tune.Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         params = ", ".join(f"{k}={_cell(v)}" for k, v in space.recipe_params(trial.config).items())
-        self._line(trial, f"started ({len(trials)}/{self.total})  {params}")
+        # Tune adds the next trial before this one starts, and marks this one RUNNING after the callbacks.
+        started = sum(t.status != "PENDING" or t is trial for t in trials)
+        self._line(trial, f"started ({started}/{self.total})  {params}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         shown = "  ".join(f"{m}={result[m]:.3f}" for m in self.metrics if m in result)

@@ -103,6 +103,11 @@ def recipe_params(base: dict[str, Any], config: dict[str, Any]) -> dict[str, str
     return params
 
 
+def open_store(uri: str) -> None:
+    """Touch the tracking store once, creating it (sqlite: schema migrations) if it is new."""
+    MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+
+
 def report_metrics(result: dict[str, Any]) -> dict[str, float]:
     """The recipe's metrics in a Tune result: numeric, finite, not Ray's own bookkeeping."""
     return {

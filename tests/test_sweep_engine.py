@@ -26,9 +26,15 @@ def ray_session():
     ray.shutdown()
 
 
-def test_micro_sweep_writes_tables_and_nested_mlflow_runs(tmp_path, micro_checkpoints):
+def test_micro_sweep_writes_tables_and_nested_mlflow_runs(tmp_path, micro_checkpoints, capsys):
     spec = micro_spec(tmp_path, micro_checkpoints)
     outcome = run_sweep(spec, runs_dir=tmp_path / "runs")
+
+    shown = capsys.readouterr().out
+    assert [line.split("started ")[1][:5] for line in shown.splitlines() if " started (" in line] == [
+        "(1/4)", "(2/4)", "(3/4)", "(4/4)"
+    ]
+    assert "Configuration for experiment" not in shown and "tensorboard" not in shown  # Ray's own output is off
 
     trials = pl.read_parquet(tmp_path / "runs" / "micro" / "trials.parquet")
     assert trials.height == 4 and trials["trial_id"].n_unique() == 4
