@@ -74,7 +74,7 @@ def startup_seconds(spec: SweepSpec, repeats: int) -> tuple[float, float]:
 def zero_cost_makespan(starts: list[float], walls: list[float], slots: int) -> float:
     """Makespan of trials run in start order on ``slots`` slots, each starting as soon as one frees."""
     free = [0.0] * slots
-    for _, wall in sorted(zip(starts, walls)):
+    for _, wall in sorted(zip(starts, walls, strict=True)):
         slot = free.index(min(free))
         free[slot] += wall
     return max(free)
