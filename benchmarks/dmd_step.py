@@ -6,7 +6,7 @@ Every model call of a cycle (student backward simulation, fake-score updates, CF
 score in the DM loss) is recorded with its real inputs, then replayed alone: forward only under
 no_grad, forward + backward where the cycle had gradients. ``ratio`` = cycle / Σ passes (goal ≤ 1.10:
 the loop's glue, data draws and optimiser steps cost little); optimiser steps and data draws are
-timed alone too. Prints one JSON line (medians: this machine kind has transient slowdowns).
+timed alone too. Every timed cycle repeats the recorded one's batches and random draws. Prints one JSON line (medians: this machine kind has transient slowdowns).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -90,12 +91,30 @@ def replay_s(model: torch.nn.Module, args: tuple, grad: bool, repeats: int) -> f
     return median_s(call, repeats)
 
 
+def repeatable_cycle(state, draw) -> Callable[[], None]:
+    """One generator cycle, repeatable: the same data batches and the same random draws every call.
+
+    A cycle's work depends on its draws (the backward simulation's step count, each batch's T2I and
+    edit rows), so the timed cycles and the replayed passes must come from the same draws.
+    """
+    rng_state = state.rng.get_state()
+    batches = [draw() for _ in range((state.config.critic_updates + 1) * state.config.grad_accum)]
+
+    def cycle() -> None:
+        state.rng.set_state(rng_state)
+        feed = iter(batches)
+        dmd_cycle(state, lambda: next(feed))
+
+    return cycle
+
+
 def measure(recipe: Recipe, world: World, repeats: int) -> dict[str, float]:
     state, draw = prepare(recipe, world)
     recorder = CallRecorder([state.student, state.fake] + [t.model for t in state.teachers.values()])
-    cycle_s = median_s(lambda: dmd_cycle(state, draw), repeats)
+    cycle = repeatable_cycle(state, draw)
+    cycle_s = median_s(cycle, repeats)
     recorder.on = True
-    dmd_cycle(state, draw)  # one cycle's calls, for the replay
+    cycle()  # the timed cycle's calls, for the replay
     recorder.on = False
     passes_s = sum(replay_s(m, args, grad, repeats) for m, args, grad in recorder.calls)
     updates = recipe.critic_updates + 1
