@@ -6,7 +6,10 @@ Every model call of a cycle (student backward simulation, fake-score updates, CF
 score in the DM loss) is recorded with its real inputs, then replayed alone: forward only under
 no_grad, forward + backward where the cycle had gradients. ``ratio`` = cycle / Σ passes (goal ≤ 1.10:
 the loop's glue, data draws and optimiser steps cost little); optimiser steps and data draws are
-timed alone too. Every timed cycle repeats the recorded one's batches and random draws. Prints one JSON line (medians: this machine kind has transient slowdowns).
+timed alone too. Every timed cycle repeats the recorded one's batches and random draws.
+``ratio_in_cycle`` times the same passes inside the cycle instead (forward hooks, ``backward()``):
+replays alone run with warm caches and fresh gradient buffers, so the two bracket the loop's cost;
+``glue_s`` is the cycle's time outside every pass. Prints one JSON line (medians: this machine kind has transient slowdowns).
 """
 
 from __future__ import annotations
@@ -77,6 +80,46 @@ class CallRecorder:
                                torch.is_grad_enabled()))
 
 
+class InCycleTimer:
+    """Seconds spent inside the models' forward calls and inside ``backward()`` while ``on``.
+
+    The rest of a cycle is the loop's own glue (loss maths, clipping, finiteness checks, optimiser
+    steps, EMA); unlike replays, these timings share the cycle's caches and allocator state.
+    """
+
+    def __init__(self, models: list[torch.nn.Module]):
+        self.on, self.seconds, self._start = False, 0.0, 0.0
+        for model in models:
+            model.register_forward_pre_hook(self._pre)
+            model.register_forward_hook(self._post)
+
+    def _pre(self, model, args):
+        self._start = time.perf_counter()
+
+    def _post(self, model, args, output):
+        if self.on:
+            self.seconds += time.perf_counter() - self._start
+
+    def run(self, fn: Callable[[], None]) -> tuple[float, float]:
+        """(wall seconds of fn, seconds of it inside forward and backward passes)."""
+        backward = torch.Tensor.backward
+
+        def timed_backward(tensor, *args, **kwargs):
+            start = time.perf_counter()
+            backward(tensor, *args, **kwargs)
+            self.seconds += time.perf_counter() - start
+
+        self.on, self.seconds = True, 0.0
+        torch.Tensor.backward = timed_backward
+        try:
+            start = time.perf_counter()
+            fn()
+            return time.perf_counter() - start, self.seconds
+        finally:
+            torch.Tensor.backward = backward
+            self.on = False
+
+
 def replay_s(model: torch.nn.Module, args: tuple, grad: bool, repeats: int) -> float:
     """Median seconds of one recorded call alone: forward (no_grad) or forward + backward."""
 
@@ -110,9 +153,11 @@ def repeatable_cycle(state, draw) -> Callable[[], None]:
 
 def measure(recipe: Recipe, world: World, repeats: int) -> dict[str, float]:
     state, draw = prepare(recipe, world)
-    recorder = CallRecorder([state.student, state.fake] + [t.model for t in state.teachers.values()])
+    models = [state.student, state.fake] + [t.model for t in state.teachers.values()]
+    recorder, timer = CallRecorder(models), InCycleTimer(models)
     cycle = repeatable_cycle(state, draw)
     cycle_s = median_s(cycle, repeats)
+    in_cycle = sorted(timer.run(cycle) for _ in range(repeats))[repeats // 2]  # the median cycle's split
     recorder.on = True
     cycle()  # the timed cycle's calls, for the replay
     recorder.on = False
@@ -129,6 +174,9 @@ def measure(recipe: Recipe, world: World, repeats: int) -> dict[str, float]:
         "optimiser_s": round(optimiser_s, 4),
         "draw_s": round(draw_s, 4),
         "ratio_with_optimiser_and_draws": round(cycle_s / (passes_s + optimiser_s + draw_s), 3),
+        "in_cycle_passes_s": round(in_cycle[1], 4),
+        "ratio_in_cycle": round(in_cycle[0] / in_cycle[1], 3),
+        "glue_s": round(in_cycle[0] - in_cycle[1], 4),
         "model_calls": len(recorder.calls),
         "generator_steps_per_s": round(1.0 / cycle_s, 3),
     }
