@@ -1,5 +1,7 @@
 """The overhead benchmark's split of wall time: packing (trial lengths) vs the engine itself."""
 
+import json
+
 import pytest
 
 from benchmarks.sweep_overhead import zero_cost_makespan
@@ -16,3 +18,22 @@ def test_a_long_last_trial_runs_alone_at_the_end():
 
 def test_trials_start_in_their_recorded_order_whatever_the_input_order():
     assert zero_cost_makespan([2, 0, 1], [1, 4, 3], slots=2) == pytest.approx(4)
+
+
+@pytest.mark.slow
+def test_benchmark_prints_one_json_line_with_the_split(tmp_path, micro_checkpoints, capsys, monkeypatch):
+    from sweep_helpers import write_spec
+
+    from benchmarks.sweep_overhead import main
+
+    spec = write_spec(tmp_path, micro_checkpoints, tracking={"uri": None})
+    monkeypatch.chdir(tmp_path)  # where the default store, mlflow.db, would go
+    main([str(spec), "--scheduler", "fifo", "--repeats", "1", "--runs-dir", str(tmp_path / "runs")])
+
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    result = json.loads(line)
+    assert result["scheduler"] == "fifo" and result["trials"] == 4 and result["stopped_early"] == 0
+    assert result["overhead_ratio"] == pytest.approx(result["packing_ratio"] * result["engine_ratio"], abs=0.01)
+    assert result["packing_ratio"] >= 1.0 and result["engine_ratio"] > 1.0
+    assert 0 < result["startup_shared_s"] < result["startup_naive_s"]
+    assert not (tmp_path / "mlflow.db").exists()  # the benchmark's store is a temporary one
