@@ -10,6 +10,7 @@ import os
 import pytest
 import torch
 
+from trainers import text
 from trainers.text import TextEncoder, default_cache_dir
 
 torch.set_num_threads(1)
@@ -81,7 +82,8 @@ def test_misses_are_batched_and_deduplicated(encoder):
 
 def test_persisted_cache_reloads_without_the_model(encoder, cache_dir):
     emb, mask = encoder.encode(PROMPTS)
-    assert encoder.cache_file.parent == cache_dir and encoder.cache_file.exists()
+    assert encoder.cache_file.parent == cache_dir
+    assert encoder.cache_file.exists() or encoder.shard_files(), "nothing persisted"
     assert not [p for p in os.listdir(cache_dir) if p.endswith(".tmp")], "no temporary file left behind"
     reloaded = TextEncoder(max_length=16, cache_dir=cache_dir)
     emb2, mask2 = reloaded.encode(PROMPTS)
@@ -107,6 +109,22 @@ def test_parallel_writers_merge(cache_dir, encoder):
     c = TextEncoder(max_length=16, cache_dir=cache_dir)
     c.encode(["only in a", "only in b"])
     assert c.calls == 0
+
+
+def test_misses_go_to_small_shards_that_are_merged_once_there_are_many(encoder, cache_dir, monkeypatch):
+    monkeypatch.setattr(text, "_MERGE_AT", 3)
+    fresh = TextEncoder(max_length=16, cache_dir=cache_dir / "fresh")
+    fresh._model, fresh._tokenizer = encoder._model, encoder._tokenizer  # share the loaded weights (speed only)
+    fresh.encode(["one sun"])
+    fresh.encode(["two suns"])
+    assert len(fresh.shard_files()) == 2 and not fresh.cache_file.exists()
+    assert [len(fresh._read_file(p)) for p in fresh.shard_files()] == [1, 1], "a shard holds its own misses only"
+    fresh.encode(["three suns"])  # the third shard: merged into the main file
+    assert fresh.shard_files() == [] and len(fresh._read_file(fresh.cache_file)) == 3
+    fresh.encode(["four suns"])
+    reloaded = TextEncoder(max_length=16, cache_dir=cache_dir / "fresh")
+    reloaded.encode(["one sun", "two suns", "three suns", "four suns"])
+    assert reloaded.calls == 0
 
 
 def test_default_cache_dir_honours_env(monkeypatch, tmp_path):
