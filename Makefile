@@ -1,19 +1,24 @@
 # The two README commands: `make sweep` (the default sweep on the tiny world) and `make test`.
-# Both create .venv on first use; later runs reuse it (re-installed when pyproject.toml changes).
+# Both create .venv on first use with the tested set of versions (requirements.lock); later runs
+# reuse it (re-installed when pyproject.toml or the lock changes).
+# `make test-latest` runs the suite in .venv-latest on the newest versions pyproject's ranges admit,
+# so an upgrade that breaks us is found here first; `make lock` then records that set as the tested one.
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
+LOCK   := requirements.lock
+LATEST := .venv-latest
 SPEC   ?= search_spaces/task_ratio.yaml
 ARGS   ?=
 
-.PHONY: sweep test venv browser lint clean
+.PHONY: sweep test test-latest lock venv browser lint clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c $(LOCK) pip
+	$(PY) -m pip install --quiet -c $(LOCK) -e '.[dev]'
 	touch $@
 
 sweep: venv
@@ -32,8 +37,23 @@ browser:
 	      || echo "could not install chromium: the MLflow UI screenshot test will be skipped"; \
 	  else echo "chromium missing (apt-get install chromium): the MLflow UI screenshot test will be skipped"; fi; }
 
+# The newest releases the ranges in pyproject.toml admit (no lock), in a venv of their own.
+test-latest: browser
+	test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
+	$(LATEST)/bin/python -m pip list --format=freeze | grep -iE '^(torch|ray|optuna|mlflow|diffusers|transformers|accelerate|polars|pydantic)=='
+	$(LATEST)/bin/python -m pytest $(ARGS)
+
+# Record the set .venv-latest passed with as the tested one.
+lock:
+	test -x $(LATEST)/bin/python || { echo "run make test-latest first"; exit 1; }
+	{ echo "# The tested set: what \`make\` installs (pip install -c requirements.lock -e '.[dev]')."; \
+	  echo "# Regenerate after a green \`make test-latest\`: make lock.  pyproject.toml keeps the ranges."; \
+	  $(LATEST)/bin/python -m pip freeze --all --exclude-editable | sed -E 's/^torch==([0-9.]+)\+cpu$$/torch==\1/' | LC_ALL=C sort -f; } > $(LOCK)
+
 lint: venv
 	$(VENV)/bin/ruff check orchestrator trainers tests benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(LATEST) .pytest_cache

@@ -10,6 +10,7 @@ to stderr and exits with status 2, before anything is created (no run dir, no ML
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ from rich.table import Table
 
 from orchestrator import results, space, tracking, trial
 from orchestrator.errors import SpecError, positive_int
-from orchestrator.search import DedupOptunaSearch
+from orchestrator.search import DedupOptunaSearch, SearcherNotSavable
 from orchestrator.spec import SweepSpec, load_spec, resolved_dict, spec_hash
 
 EXIT_OK, EXIT_SWEEP_ERROR, EXIT_SPEC_ERROR = 0, 1, 2
@@ -184,7 +185,12 @@ def build_tuner(spec: SweepSpec, trainable: Any, run_dir: Path, callbacks: list[
         metric=metrics[0] if single else metrics,
         mode=modes[0] if single else modes,
         sampler=space.make_sampler(spec.sampler, spec.search),
+        sampler_factory=functools.partial(space.make_sampler, spec.sampler, spec.search),
     )
+    try:  # Tune saves the searcher with the experiment: a sampler that cannot be saved is said so now
+        searcher.check_savable(spec.sampler.name)
+    except SearcherNotSavable as exc:
+        raise SweepError(str(exc)) from None
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from ray import tune
 
-from orchestrator import space
+from orchestrator import gate, space
 from trainers.distill import distill
 from trainers.dmd import DivergedError
 from trainers.evaluate import EvalConfig, build_eval_set, student_generator
@@ -132,6 +132,7 @@ class _Reporter:
             if self._final is not None:
                 metrics, folder = self._final
                 sample_grid(self.world, student, self.recipe, folder / SAMPLES_FILE)
+                gate.wait_to_finish(tune.get_context().get_trial_id())  # fault-injection runs only
                 _report(metrics, folder)
         finally:
             self._tmp.cleanup()

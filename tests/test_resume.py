@@ -1,7 +1,9 @@
 """Resume after the driver is killed: `python -m orchestrator.sweep SPEC --resume` finishes the sweep.
 
 Run: .venv/bin/python -m pytest tests/test_resume.py -q
-The sweep runs as a real subprocess (its own local Ray); it gets SIGKILL once two trials finished.
+The sweep runs as a real subprocess (its own local Ray). The finish gate (orchestrator/gate.py)
+lets exactly two trials finish; it gets SIGKILL, with its Ray, once the state snapshot records those
+two as finished while others wait at the gate, whatever the machine's speed.
 """
 
 from __future__ import annotations
@@ -18,14 +20,18 @@ import polars as pl
 import pytest
 from sweep_helpers import mlflow_runs, write_spec
 
+from orchestrator import gate
 from orchestrator.search import DedupOptunaSearch
 
 ROOT = Path(__file__).parent.parent
 pytestmark = pytest.mark.slow
 
 
-def _sweep(spec: Path, *flags: str) -> subprocess.Popen:
+def _sweep(spec: Path, *flags: str, finish_gate: Path | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "160", "RAY_ADDRESS": ""}
+    env.pop(gate.ENV, None)
+    if finish_gate is not None:
+        env[gate.ENV] = str(finish_gate)
     return subprocess.Popen(
         [sys.executable, "-m", "orchestrator.sweep", str(spec), *flags],
         cwd=spec.parent,
@@ -45,6 +51,39 @@ def _finished_trials(run_dir: Path) -> set[str]:
     return done
 
 
+def snapshot_status(run_dir: Path) -> dict[str, str]:
+    """trial id -> status in the sweep's last experiment-state snapshot (what --resume will see)."""
+    statuses: dict[str, str] = {}
+    for path in run_dir.glob("experiment_state-*.json"):
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, OSError):  # being replaced right now: read it next time
+            continue
+        for trial_json, _ in data.get("trial_data", []):
+            state = json.loads(trial_json)
+            statuses[state["trial_id"]] = state["status"]
+    return statuses
+
+
+def wait_for(condition, what: str, proc: subprocess.Popen | None = None, limit_s: float = 600) -> None:
+    """Poll until `condition()` holds. The limit only turns a hang into a failure: no order rests on it."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the sweep exited ({proc.returncode}) before {what}:\n{proc.communicate()[0]}")
+        assert time.monotonic() < deadline, f"no {what} after {limit_s:.0f} s"
+        time.sleep(0.1)
+
+
+def kill_sweep(proc: subprocess.Popen) -> None:
+    """SIGKILL the driver together with the local Ray it started (its process group)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def test_sigkill_then_resume_completes_the_planned_sweep(tmp_path, micro_checkpoints):
     spec = write_spec(
         tmp_path,
@@ -55,29 +94,25 @@ def test_sigkill_then_resume_completes_the_planned_sweep(tmp_path, micro_checkpo
         budget={"trials": 6, "concurrent": 2},
     )
     run_dir = tmp_path / "runs" / "micro"
-    first = _sweep(spec)
-    deadline = time.monotonic() + 150
-    while len(_finished_trials(run_dir)) < 2:
-        assert first.poll() is None, first.communicate()[0]
-        assert time.monotonic() < deadline, "two trials did not finish in time"
-        time.sleep(0.2)
-    done_before = _finished_trials(run_dir)
-    time.sleep(2.5)  # the sweep snapshots its state every second: these trials are now known finished
-    os.kill(first.pid, signal.SIGKILL)
-    first.wait()
-    time.sleep(1)
-    try:  # what is left of the killed driver's local Ray
-        os.killpg(first.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    assert len(done_before) >= 2 and len(_finished_trials(run_dir)) < 6
+    held = tmp_path / "gate"
+    gate.let_through(held, 2)  # two trials may finish; the rest wait before their final report
+    first = _sweep(spec, finish_gate=held)
+
+    def two_known_finished_and_one_held() -> bool:
+        terminated = {t for t, status in snapshot_status(run_dir).items() if status == "TERMINATED"}
+        return len(terminated) >= 2 and len(gate.waiting(held) - gate.passed(held)) >= 1
+
+    wait_for(two_known_finished_and_one_held, "snapshot with two finished trials and one held", first)
+    done_before = {t for t, status in snapshot_status(run_dir).items() if status == "TERMINATED"}
+    kill_sweep(first)
+    assert done_before == gate.passed(held) == _finished_trials(run_dir) and len(done_before) == 2
 
     again = _sweep(spec)  # without --resume: refused, and says which flag to use
     out, _ = again.communicate(timeout=60)
     assert again.returncode == 1 and "--resume" in out and "--fresh" in out
 
     resumed = _sweep(spec, "--resume")
-    out, _ = resumed.communicate(timeout=170)
+    out, _ = resumed.communicate(timeout=600)  # a hang guard only
     assert resumed.returncode == 0, out
     trials = pl.read_parquet(run_dir / "trials.parquet")
     assert trials.height == 6 and trials["trial_id"].n_unique() == 6
