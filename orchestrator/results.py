@@ -217,6 +217,22 @@ def print_summary(tables: Tables, spec: SweepSpec, console: Console) -> None:
         console.print(f"  {row['trial_id']} failed: {row['error']}")
 
 
+def no_result_cause(tables: Tables) -> str | None:
+    """Why a sweep produced nothing, in one line, when no trial has a result (FINISHED or STOPPED):
+    the most common error among its trials. None when at least one trial has a result."""
+    trials = tables.trials
+    if trials.height and trials["status"].is_in(["FINISHED", "STOPPED"]).any():
+        return None
+    if not trials.height:
+        return "no trial ran"
+    errors = trials["error"].drop_nulls()
+    if errors.is_empty():
+        return f"no trial finished ({trials.height} trials, none with an error)"
+    failed = int((trials["status"] == "FAILED").sum())
+    top, count = errors.value_counts(sort=True).row(0)
+    return f"no trial finished: {failed} of {trials.height} failed, {count} with {top}"
+
+
 def _is_param(key: str, spec: SweepSpec) -> bool:
     return key in spec.search or key.partition(".")[0] in spec.search
 

@@ -311,9 +311,10 @@ class ProgressLines(tune.Callback):
         self.metrics = list(dict.fromkeys([o.metric for o in spec.objectives] + ["score"]))
         self.total = spec.budget.trials
         self._console: Console | None = None
+        self._started: set[str] | None = None  # ids of the trials started so far
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"metrics": self.metrics, "total": self.total, "_console": None}
+        return {"metrics": self.metrics, "total": self.total, "_console": None, "_started": None}
 
     @property
     def console(self) -> Console:
@@ -326,9 +327,12 @@ class ProgressLines(tune.Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         params = ", ".join(f"{k}={_cell(v)}" for k, v in space.recipe_params(trial.config).items())
-        # Tune adds the next trial before this one starts, and marks this one RUNNING after the callbacks.
-        started = sum(t.status != "PENDING" or t is trial for t in trials)
-        self._line(trial, f"started ({started}/{self.total})  {params}")
+        # Counted here, not from the trials' statuses: when Tune updates those relative to its
+        # callbacks is its own business. A resumed sweep counts the trials that ended before.
+        if self._started is None:
+            self._started = {t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")}
+        self._started.add(trial.trial_id)
+        self._line(trial, f"started ({len(self._started)}/{self.total})  {params}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         shown = "  ".join(f"{m}={result[m]:.3f}" for m in self.metrics if m in result)
@@ -369,6 +373,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_SWEEP_ERROR)
     results.print_summary(outcome.tables, spec, console)
+    cause = results.no_result_cause(outcome.tables)
+    if cause:  # every trial failed: the sweep has no answer, and says why in one line
+        print(f"error: {cause} (details: {outcome.run_dir / 'trials.parquet'})", file=sys.stderr)
+        sys.exit(EXIT_SWEEP_ERROR)
     console.print(f"{spec.name}: {len(outcome.tables.trials)} trials in {outcome.wall_s:.0f} s; tables in {outcome.run_dir}")
     if outcome.tracking_uri.startswith(("http://", "https://")):
         console.print(f"compare the trials: {tracking.view_url(outcome.tracking_uri, outcome.experiment_id)}")

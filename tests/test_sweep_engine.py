@@ -138,3 +138,56 @@ def test_multi_objective_sweep_has_a_pareto_set_that_optuna_agrees_with(tmp_path
     assert not any(".raw." in column for column in outcome.tables.trials.columns)
     ranked = results.sorted_trials(outcome.tables, spec)
     assert ranked["fd"].drop_nulls().is_sorted()
+
+
+def _crash_spec(tmp_path, micro_checkpoints, name: str, precisions: list[str], max_failures: int):
+    """mixed_precision 'fp16' raises inside the trainer (a ValueError, not a divergence)."""
+    return micro_spec(
+        tmp_path,
+        micro_checkpoints,
+        name=name,
+        search={"mixed_precision": {"grid": precisions}},
+        objectives=[{"metric": "score", "mode": "max"}],
+        sampler={"name": "grid", "seed": 0},
+        scheduler=None,
+        budget={"trials": len(precisions), "concurrent": 2, "max_failures": max_failures},
+    )
+
+
+def test_a_crashing_trial_is_retried_as_allowed_then_failed_and_the_others_finish(tmp_path, micro_checkpoints, capsys):
+    spec = _crash_spec(tmp_path, micro_checkpoints, "crash", ["no", "fp16"], max_failures=1)
+    outcome = run_sweep(spec, runs_dir=tmp_path / "runs")
+    trials = outcome.tables.trials.sort("mixed_precision")
+    assert trials["mixed_precision"].to_list() == ["fp16", "no"]
+    assert trials["status"].to_list() == ["FAILED", "FINISHED"]
+    crashed = trials.row(0, named=True)
+    assert crashed["error"].startswith("ValueError: mixed_precision='fp16' is not supported")
+    shown = capsys.readouterr().out
+    retries = [line for line in shown.splitlines() if f"trial {crashed['trial_id']}  retrying:" in line]
+    assert len(retries) == 1, shown  # budget.max_failures = 1: one retry, then FAILED
+    assert any(f"trial {crashed['trial_id']}  FAILED: ValueError" in line for line in shown.splitlines())
+    _, children = mlflow_runs(outcome.tracking_uri, "crash")
+    by_precision = {run.data.params["mixed_precision"]: run for run in children}
+    assert len(children) == 2
+    assert by_precision["fp16"].info.status == "FAILED"
+    assert by_precision["fp16"].data.tags["error"].startswith("ValueError: mixed_precision='fp16'")
+    assert by_precision["no"].info.status == "FINISHED"
+
+
+def test_a_sweep_with_no_finished_trial_exits_non_zero_with_the_cause(tmp_path, micro_checkpoints, capsys):
+    from sweep_helpers import write_spec
+
+    from orchestrator.sweep import main
+
+    path = write_spec(
+        tmp_path, micro_checkpoints, name="allcrash",
+        search={"mixed_precision": {"grid": ["fp16"]}, "seed": {"grid": [0, 1]}},
+        objectives=[{"metric": "score", "mode": "max"}], sampler={"name": "grid", "seed": 0},
+        scheduler=None, budget={"trials": 2, "concurrent": 2, "max_failures": 0},
+    )
+    with pytest.raises(SystemExit) as exited:
+        main([str(path), "--runs-dir", str(tmp_path / "runs")])
+    assert exited.value.code == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: no trial finished: 2 of 2 failed, 2 with ValueError")
+    assert (tmp_path / "runs" / "allcrash" / "trials.parquet").is_file()  # the tables are still written

@@ -34,6 +34,9 @@ def test_benchmark_prints_one_json_line_with_the_split(tmp_path, micro_checkpoin
     result = json.loads(line)
     assert result["scheduler"] == "fifo" and result["trials"] == 4 and result["stopped_early"] == 0
     assert result["overhead_ratio"] == pytest.approx(result["packing_ratio"] * result["engine_ratio"], abs=0.01)
-    assert result["packing_ratio"] >= 1.0 and result["engine_ratio"] > 1.0
-    assert 0 < result["startup_shared_s"] < result["startup_naive_s"]
+    # Both factors are >= 1 by construction (a makespan is at least the mean load of a slot; the real
+    # schedule is the zero-cost one with gaps added). Which start-up is faster is the benchmark's
+    # finding, measured, not something a loaded machine can be asked to show.
+    assert result["packing_ratio"] >= 1.0 and result["engine_ratio"] >= 1.0
+    assert result["startup_shared_s"] > 0 and result["startup_naive_s"] > 0
     assert not (tmp_path / "mlflow.db").exists()  # the benchmark's store is a temporary one

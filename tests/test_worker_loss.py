@@ -2,6 +2,8 @@
 
 Run: .venv/bin/python -m pytest tests/test_worker_loss.py -q
 A real multi-node Ray on this machine (`ray.cluster_utils.Cluster`): a head with 0 CPUs, two 1-CPU nodes.
+The finish gate (orchestrator/gate.py) holds the trial before its final report, so its node is
+removed while it runs, however fast the machine; the gate opens once the node is gone.
 """
 
 from __future__ import annotations
@@ -18,13 +20,22 @@ from ray._private import ray_constants
 from ray.cluster_utils import Cluster
 from sweep_helpers import micro_spec
 
+from orchestrator import gate
 from orchestrator.sweep import run_sweep
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture()
-def cluster():
+def finish_gate(tmp_path, monkeypatch):
+    """The gate folder, in the environment before the cluster's processes start (they inherit it)."""
+    folder = tmp_path / "gate"
+    monkeypatch.setenv(gate.ENV, str(folder))
+    return folder
+
+
+@pytest.fixture()
+def cluster(finish_gate):
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     for _ in range(2):
         cluster.add_node(num_cpus=1)
@@ -51,7 +62,7 @@ def _node_of(cluster: Cluster, worker_pid: int):
     raise AssertionError(f"no node runs worker {worker_pid}")
 
 
-def test_trial_resumes_from_its_checkpoint_after_its_node_is_lost(tmp_path, micro_checkpoints, cluster):
+def test_trial_resumes_from_its_checkpoint_after_its_node_is_lost(tmp_path, micro_checkpoints, cluster, finish_gate):
     base = {"steps": 10, "report_every": 2, "batch_size": 4, "eval_items": 16, "eval_items_quick": 8,
             "critic_updates": 1, "warmup_steps": 0}
     spec = micro_spec(
@@ -63,13 +74,16 @@ def test_trial_resumes_from_its_checkpoint_after_its_node_is_lost(tmp_path, micr
     outcome: dict = {}
     sweep = threading.Thread(target=lambda: outcome.update(result=run_sweep(spec, runs_dir=tmp_path / "runs")))
     sweep.start()
-    deadline = time.monotonic() + 120
-    while not _reports(run_dir) or _reports(run_dir)[-1]["step"] < 4:  # checkpointed at steps 2 and 4
-        assert time.monotonic() < deadline and sweep.is_alive(), "the trial did not report in time"
+    deadline = time.monotonic() + 600  # a hang guard only: the gate orders the events
+    # Trained to the end and held; its last intermediate report (step 8, checkpointed) recorded.
+    while not (gate.waiting(finish_gate) and _reports(run_dir) and _reports(run_dir)[-1]["step"] == 8):
+        assert time.monotonic() < deadline and sweep.is_alive(), "the trial did not reach the gate"
         time.sleep(0.05)
     lost = _reports(run_dir)[-1]
+    assert not lost.get("final")
     cluster.remove_node(_node_of(cluster, lost["pid"]))
-    sweep.join(timeout=150)
+    gate.open_gate(finish_gate)  # the retry, on the other node, may now finish
+    sweep.join(timeout=600)
     assert not sweep.is_alive()
 
     trials = outcome["result"].tables.trials
