@@ -7,14 +7,19 @@ Validation happens once, here, before anything starts: the structure (pydantic, 
 base recipe, the search keys against the Recipe's fields, the sampler options, the scheduler, and
 finally base ⊕ every extreme point of the search (so `teacher_switch_step: {int: [0, 6]}` with
 nfe 4 fails at load time, not in trial 5 an hour later).
+
+The spec is also checked against its world (`trainers.world.world_info`, no weights loaded):
+the world must resolve, and categories, specialists, teacher names and metrics must be the world's.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import json
-import re
+from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -41,46 +46,73 @@ from orchestrator.errors import (
     show,
 )
 from trainers.recipe import MIX_FIELDS, RECIPE_FIELDS, Recipe
-
-# Metrics the trainer reports (DESIGN §7) and which way is better. The grouped ones also exist
-# per group: `t2i_score/<category>`, `edit_score/<edit_type>` (same direction as the aggregate).
-KNOWN_METRICS: dict[str, Literal["max", "min"]] = {
-    "score": "max",
-    "t2i_score": "max",
-    "edit_score": "max",
-    "diversity": "max",
-    "fd": "min",
-    "adherence": "max",
-    "purity": "max",
-}
-GROUPED_METRICS = ("t2i_score", "edit_score")
-_GROUP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+from trainers.world import WorldInfo, world_info
 
 # Above this many combinations of extreme points, only each search entry alone is checked.
 MAX_JOINT_POINTS = 4096
 
 
-def is_known_metric(name: str) -> bool:
-    """True for a metric in KNOWN_METRICS or `t2i_score/<category>` / `edit_score/<edit_type>`."""
+@cache
+def default_world() -> WorldInfo:
+    """The embedded tiny world's info: what metric helpers use when no spec's world is at hand."""
+    return world_info("tiny")
+
+
+def __getattr__(name: str) -> Any:
+    """`KNOWN_METRICS` (metric -> max/min) and `GROUPED_METRICS`: the tiny world's, for older callers."""
+    if name == "KNOWN_METRICS":
+        return dict(default_world().metrics)
+    if name == "GROUPED_METRICS":
+        return tuple(default_world().grouped)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def is_known_metric(name: str, world: WorldInfo | None = None) -> bool:
+    """True for a metric the world reports, or `t2i_score/<category>` / `edit_score/<edit_type>` of its groups."""
+    return metric_problem(name, world or default_world()) is None
+
+
+def better(metric: str, world: WorldInfo | None = None) -> Literal["max", "min"]:
+    """The direction in which a known metric (or one of its groups) improves; KeyError for an unknown one."""
+    return (world or default_world()).metrics[metric.partition("/")[0]]
+
+
+def metric_problem(name: str, world: WorldInfo) -> str | None:
+    """Why `name` is not a metric the world reports (None when it is one)."""
     head, slash, group = name.partition("/")
-    if slash:
-        return head in GROUPED_METRICS and bool(_GROUP_NAME.match(group))
-    return name in KNOWN_METRICS
+    if head not in world.metrics or (slash and head not in world.grouped):
+        hint = did_you_mean(name, world.metrics).removeprefix("; ")
+        groups = ", ".join(f"{metric}/<{kind}>" for metric, kind in world.grouped.items())
+        return f"unknown metric {name!r} of world {world.name!r}; {hint}" + (f" (or {groups})" if groups else "")
+    if slash and group not in world.groups(head):
+        kind = world.grouped[head].replace("_", " ")
+        return _expected_name(f"{kind} in {head}/<{world.grouped[head]}>", group, world.groups(head), world)
+    return None
 
 
-def better(metric: str) -> Literal["max", "min"]:
-    """The direction in which a known metric improves."""
-    return KNOWN_METRICS[metric.partition("/")[0]]
+def _expected_name(what: str, found: str, allowed: Sequence[str], world: WorldInfo) -> str:
+    """`expected a <what> of world 'tiny' (a, b, c), found 'x'; did you mean 'y'?` (the hint when one is close)."""
+    close = difflib.get_close_matches(found, list(allowed), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    article = "an" if what[:1] in "aeiou" else "a"
+    names = ", ".join(allowed) or "none"
+    return f"expected {article} {what} of world {world.name!r} ({names}), found {found!r}{hint}"
 
 
-def _check_metric(name: str) -> str:
-    if not is_known_metric(name):
-        hint = did_you_mean(name, KNOWN_METRICS).removeprefix("; ")
-        raise PydanticCustomError(
-            "spec",
-            "{msg}",
-            {"msg": f"unknown metric {name!r}; {hint} (or t2i_score/<category>, edit_score/<edit_type>)"},
-        )
+def _world_in(info: ValidationInfo) -> WorldInfo | None:
+    """The world a spec is validated against (load_spec's context); the tiny world outside a spec.
+
+    None in the context means the spec's world did not resolve: its metrics are not checked then
+    (the world's own problem is reported).
+    """
+    context = info.context if isinstance(info.context, dict) else {}
+    return context["world"] if "world" in context else default_world()
+
+
+def _check_metric(name: str, world: WorldInfo | None) -> str:
+    problem = None if world is None else metric_problem(name, world)
+    if problem:
+        raise PydanticCustomError("spec", "{msg}", {"msg": problem})
     return name
 
 
@@ -210,8 +242,8 @@ class Objective(SpecModel):
 
     @field_validator("metric")
     @classmethod
-    def _known(cls, metric: str) -> str:
-        return _check_metric(metric)
+    def _known(cls, metric: str, info: ValidationInfo) -> str:
+        return _check_metric(metric, _world_in(info))
 
 
 class SamplerSpec(SpecModel):
@@ -236,8 +268,8 @@ class SchedulerSpec(SpecModel):
 
     @field_validator("metric")
     @classmethod
-    def _known(cls, metric: str | None) -> str | None:
-        return None if metric is None else _check_metric(metric)
+    def _known(cls, metric: str | None, info: ValidationInfo) -> str | None:
+        return None if metric is None else _check_metric(metric, _world_in(info))
 
 
 class Budget(SpecModel):
@@ -268,12 +300,12 @@ class Promote(SpecModel):
 
     @field_validator("pick")
     @classmethod
-    def _check_pick(cls, pick: str) -> str:
+    def _check_pick(cls, pick: str, info: ValidationInfo) -> str:
         head, colon, arg = pick.partition(":")
         if (head in ("knee", "best") and not colon) or (head == "trial" and arg.strip()):
             return pick
         if head == "best" and colon:
-            _check_metric(arg)
+            _check_metric(arg, _world_in(info))
             return pick
         raise _problem(f"expected knee, best, best:<metric> or trial:<id>, found {pick!r}")
 
@@ -349,18 +381,19 @@ def load_spec(path: str | Path) -> SweepSpec:
     root, data = read_yaml(path)
     if not isinstance(data, dict):
         raise SpecError(path, [Problem((), f"expected a mapping of spec sections, found {show(data)}", 1)])
-    problems: list[Problem] = []
+    # The world first: every other section is checked against what it offers (no weights loaded).
+    world, info, problems = _world_of(data.get("world", "tiny"), path)
     try:
-        spec: SweepSpec | None = SweepSpec.model_validate(data)
+        spec: SweepSpec | None = SweepSpec.model_validate(data, context={"world": info})
     except ValidationError as exc:
         problems += pydantic_problems(exc, SweepSpec)
         spec = None
     # Base and search are checked against each other even when another section is broken,
     # so that one run of the loader reports everything.
-    base, search_problems = _check_base_and_search(data.get("base", {}), data.get("search"))
+    base, search_problems = _check_base_and_search(data.get("base", {}), data.get("search"), info)
     problems += search_problems
     if spec is not None:
-        spec, spec_problems = _resolve(spec, base, path)
+        spec, spec_problems = _resolve(spec, base, world or spec.world, info)
         problems += spec_problems
     if problems or spec is None:
         unique = dict.fromkeys(Problem(p.loc, p.message, p.line or line_of(root, p.loc)) for p in problems)
@@ -368,11 +401,14 @@ def load_spec(path: str | Path) -> SweepSpec:
     return spec
 
 
-def _check_base_and_search(raw_base: Any, raw_search: Any) -> tuple[dict[str, Any] | None, list[Problem]]:
+def _check_base_and_search(
+    raw_base: Any, raw_search: Any, world: WorldInfo | None = None
+) -> tuple[dict[str, Any] | None, list[Problem]]:
     """The base as a Recipe, the search keys against the Recipe, then base ⊕ the search's extreme points.
 
     Returns the resolved base (None when broken). Structural problems of single entries are
-    reported by SweepSpec's validation; the entries that pass are checked here.
+    reported by SweepSpec's validation; the entries that pass are checked here, and both are
+    checked against the world's names (categories, specialists, teachers) when it resolved.
     """
     search: dict[str, SearchEntry] = {}
     broken: set[str] = set()
@@ -382,6 +418,8 @@ def _check_base_and_search(raw_base: Any, raw_search: Any) -> tuple[dict[str, An
         except ValidationError:
             broken.add(key)
     problems = _search_problems(search, broken)
+    if world is not None:
+        problems += _world_name_problems(raw_base if isinstance(raw_base, dict) else {}, search, world)
     if not isinstance(raw_base, dict):
         return None, problems
     base, base_problems = _base_with_simplex(raw_base, search)
@@ -397,27 +435,52 @@ def _check_base_and_search(raw_base: Any, raw_search: Any) -> tuple[dict[str, An
     return base, problems + _point_problems(base, sound, joint=not faulty)
 
 
-def _resolve(spec: SweepSpec, base: dict[str, Any] | None, path: Path) -> tuple[SweepSpec, list[Problem]]:
+def _resolve(
+    spec: SweepSpec, base: dict[str, Any] | None, world: WorldSpec, info: WorldInfo | None
+) -> tuple[SweepSpec, list[Problem]]:
     """Checks across the other sections; fills the defaults that depend on others (base mix, ASHA metric)."""
     problems = _objective_problems(spec.objectives)
-    scheduler, scheduler_problems = _resolve_scheduler(spec)
+    scheduler, scheduler_problems = _resolve_scheduler(spec, info)
     problems += scheduler_problems
     problems += [
         Problem(loc, msg)
         for loc, msg in space.sampler_problems(spec.sampler, spec.search, spec.budget.trials)
     ]
-    world, world_problems = _resolve_world(spec.world, path)
-    problems += world_problems
     return spec.model_copy(
         update={"base": base if base is not None else spec.base, "scheduler": scheduler, "world": world}
     ), problems
+
+
+def _world_of(raw: Any, path: Path) -> tuple[WorldSpec | None, WorldInfo | None, list[Problem]]:
+    """The `world:` section resolved (paths absolute) and its info; (None, None, []) when its
+    structure is broken (SweepSpec's validation reports that)."""
+    try:
+        world = WorldSpec.model_validate({"name": raw} if isinstance(raw, str) else raw)
+    except ValidationError:
+        return None, None, []
+    world, problems = _resolve_world(world, path)
+    if problems:
+        return world, None, problems
+    target = world.name if world.name == "tiny" else str(_absolute(world.name, path))
+    try:
+        return world, world_info(target, **world.options), []
+    except ValueError as exc:
+        loc: Loc = ("world",) if not world.options else ("world", "name")
+        reason = str(exc).removeprefix(f"world {target!r}: ")
+        problem = Problem(loc, f"expected a world this version can load, found {world.name!r}: {reason}")
+        return world, None, [problem]
+
+
+def _absolute(value: str, spec_path: Path) -> Path:
+    """A path from the spec, relative to the spec file's folder."""
+    return Path(value) if Path(value).is_absolute() else (spec_path.parent / value).resolve()
 
 
 def _resolve_world(world: WorldSpec, path: Path) -> tuple[WorldSpec, list[Problem]]:
     """Paths are relative to the spec file and must exist; they are made absolute for the Ray workers."""
 
     def absolute(value: str) -> Path:
-        return Path(value) if Path(value).is_absolute() else (path.parent / value).resolve()
+        return _absolute(value, path)
 
     problems: list[Problem] = []
     update: dict[str, Any] = {}
@@ -436,6 +499,42 @@ def _resolve_world(world: WorldSpec, path: Path) -> tuple[WorldSpec, list[Proble
             )
         update["checkpoints"] = str(folder)
     return world.model_copy(update=update), problems
+
+
+def _world_name_problems(
+    base: dict[str, Any], search: dict[str, SearchEntry], world: WorldInfo
+) -> list[Problem]:
+    """Names the spec gives that the world must have: categories (base mix, simplex, dotted keys),
+    specialists (base or searched by choice/grid) and the teachers of a teacher_weights schedule."""
+    problems: list[Problem] = []
+
+    def check(loc: Loc, what: str, names: Any, allowed: Sequence[str]) -> None:
+        for name in names:
+            if isinstance(name, str) and name not in allowed:
+                problems.append(Problem(loc, _expected_name(what, name, allowed, world)))
+
+    for field in MIX_FIELDS:
+        mix = base.get(field)
+        if isinstance(mix, dict):
+            for name in mix:
+                check(("base", field, name), "category", [name], world.categories)
+    if isinstance(base.get("specialist"), str):
+        check(("base", "specialist"), "specialist", [base["specialist"]], tuple(world.specialists))
+    schedule = base.get("teacher_weights")
+    if isinstance(schedule, dict):
+        for name in schedule:
+            check(("base", "teacher_weights", name), "teacher", [name], world.teachers)
+    for key, entry in search.items():
+        field, dot, component = key.partition(".")
+        if field not in MIX_FIELDS and field != "specialist":
+            continue
+        if field in MIX_FIELDS and dot:
+            check(("search", key), "category", [component], world.categories)
+        elif field in MIX_FIELDS and entry.kind == "simplex":
+            check(("search", key, "simplex"), "category", entry.simplex or [], world.categories)
+        elif field == "specialist" and not dot and entry.kind in ("choice", "grid"):
+            check(("search", key, entry.kind), "specialist", space.domain(entry) or [], tuple(world.specialists))
+    return problems
 
 
 def _recipe_problems(values: dict[str, Any], loc: Loc) -> list[Problem]:
@@ -576,7 +675,9 @@ def _objective_problems(objectives: list[Objective]) -> list[Problem]:
     return problems
 
 
-def _resolve_scheduler(spec: SweepSpec) -> tuple[SchedulerSpec | None, list[Problem]]:
+def _resolve_scheduler(
+    spec: SweepSpec, world: WorldInfo | None = None
+) -> tuple[SchedulerSpec | None, list[Problem]]:
     """ASHA stops trials on one scalar: the single objective by default; explicit when there are several."""
     scheduler = spec.scheduler
     if scheduler is None or scheduler.name == "fifo":
@@ -592,7 +693,8 @@ def _resolve_scheduler(spec: SweepSpec) -> tuple[SchedulerSpec | None, list[Prob
             ]
         metric = spec.objectives[0].metric
     if mode is None:
-        mode = next((o.mode for o in spec.objectives if o.metric == metric), better(metric))
+        natural = (world or default_world()).metrics.get(metric.partition("/")[0], "max")
+        mode = next((o.mode for o in spec.objectives if o.metric == metric), natural)
     if scheduler.max_steps is not None and scheduler.max_steps < scheduler.grace_steps:
         return scheduler, [
             Problem(

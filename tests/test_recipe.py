@@ -67,13 +67,26 @@ def test_invalid_field_is_named(values, field):
 
 
 def test_valid_schedules_and_switch():
-    recipe = Recipe(nfe=2, teacher_switch_step=1, teacher_weights={"base": [1.0, 0.3], "text": [0.0, 0.7]})
-    assert recipe.switch_step == 1
+    recipe = Recipe(nfe=2, teacher_weights={"base": [1.0, 0.3], "text": [0.0, 0.7]})
+    assert recipe.teacher_weights == {"base": [1.0, 0.3], "text": [0.0, 0.7]}
+    assert Recipe(nfe=2, teacher_switch_step=1).switch_step == 1
     assert Recipe(teacher_switch_step=0).switch_step == 0
     assert Recipe(category_mix={"text": 3, "portrait": 1}).category_weights == {
         "text": 0.75,
         "portrait": 0.25,
     }
+
+
+def test_teacher_weights_and_switch_step_are_exclusive():
+    """A schedule replaces the switch: both given would log a switch step that never acted."""
+    weights = {"base": [1.0, 0.3], "text": [0.0, 0.7]}
+    with pytest.raises(ValidationError) as info:
+        Recipe(nfe=2, teacher_switch_step=1, teacher_weights=weights)
+    assert [err["loc"] for err in info.value.errors()] == [("teacher_weights",)]
+    assert "expected either teacher_weights or teacher_switch_step, found both" in str(info.value)
+    with pytest.raises(ValidationError, match="found both"):
+        Recipe.from_params({"nfe": 2, "teacher_weights": weights}, {"teacher_switch_step": 0})
+    assert Recipe(nfe=2, teacher_switch_step=None, teacher_weights=weights).switch_step == 2
 
 
 def test_frozen():

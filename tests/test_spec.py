@@ -10,6 +10,9 @@ Run: .venv/bin/python -m pytest tests/test_spec.py -q
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -362,6 +365,156 @@ CASES = [
         "finite",
     ),
 ]
+# Checks against the world (the tiny world: categories landscape/portrait/text, specialist text,
+# teachers base + text, metrics of trainers.tinyworld.world.METRICS).
+_NFE2_WEIGHTS = "  nfe: 2\n  teacher_weights: {base: [1.0, 0.5], text: [0.0, 0.5]}"
+_BEFORE_WORLD_CASES = len(CASES)
+CASES += [
+    (
+        "world-base-category-unknown",
+        _edit("  nfe: 4", "  nfe: 4\n  category_mix: {landscape: 1, underwater: 1}"),
+        5,
+        "base.category_mix.underwater",
+        "expected a category of world 'tiny' (landscape, portrait, text), found 'underwater'",
+    ),
+    (
+        "world-simplex-category-unknown",
+        _add("").replace("search:\n", "search:\n  category_mix: {simplex: [landscape, portrait, underwater]}\n"),
+        6,
+        "search.category_mix.simplex",
+        "found 'underwater'",
+    ),
+    (
+        "world-dotted-category-unknown",
+        _add("").replace("search:\n", "search:\n  category_mix.potrait: {float: [0.0, 2.0]}\n"),
+        6,
+        "search.category_mix.potrait",
+        "found 'potrait'; did you mean 'portrait'?",
+    ),
+    (
+        "category-mix-choice-refused",  # a choice over whole mixes is not in the language: a simplex is
+        _add("").replace("search:\n", "search:\n  category_mix: {choice: [landscape, underwater]}\n"),
+        6,
+        "search.category_mix",
+        "expected a simplex",
+    ),
+    (
+        "world-base-specialist-unknown",
+        _edit("  nfe: 4", "  nfe: 4\n  specialist: txt"),
+        5,
+        "base.specialist",
+        "expected a specialist of world 'tiny' (text), found 'txt'; did you mean 'text'?",
+    ),
+    (
+        "world-specialist-choice-unknown",
+        _add("").replace("search:\n", "search:\n  specialist: {choice: [text, portrait]}\n"),
+        6,
+        "search.specialist.choice",
+        "expected a specialist of world 'tiny' (text), found 'portrait'",
+    ),
+    (
+        "switch-gt-nfe-base",
+        _edit("  nfe: 4", "  nfe: 4\n  teacher_switch_step: 6"),
+        5,
+        "base.teacher_switch_step",
+        "expected <= nfe (4), found 6",
+    ),
+    (
+        "switch-int-gt-base-nfe",
+        _edit("  nfe: 4", "  nfe: 2").replace("search:\n", "search:\n  teacher_switch_step: {int: [0, 3]}\n"),
+        6,
+        "search.teacher_switch_step.int",
+        "upper bound 3 gives an invalid recipe: teacher_switch_step: expected <= nfe (2), found 3",
+    ),
+    (
+        "switch-base-gt-searched-nfe",
+        _edit("  nfe: 4", "  teacher_switch_step: 4").replace("search:\n", "search:\n  nfe: {int: [2, 4]}\n"),
+        6,
+        "search.nfe.int",
+        "lower bound 2 gives an invalid recipe: teacher_switch_step: expected <= nfe (2), found 4",
+    ),
+    (
+        "world-objective-metric-unknown",
+        _edit("metric: t2i_score", "metric: aesthetic"),
+        8,
+        "objectives[0].metric",
+        "unknown metric 'aesthetic' of world 'tiny'",
+    ),
+    (
+        "world-grouped-metric-category-unknown",
+        _edit("metric: t2i_score", "metric: t2i_score/underwater"),
+        8,
+        "objectives[0].metric",
+        "expected a category in t2i_score/<category> of world 'tiny' (landscape, portrait, text), found 'underwater'",
+    ),
+    (
+        "world-grouped-metric-edit-type-unknown",
+        _edit("metric: t2i_score", "metric: edit_score/recolour"),
+        8,
+        "objectives[0].metric",
+        "expected an edit type in edit_score/<edit_type> of world 'tiny'",
+    ),
+    (
+        "world-grouped-metric-not-grouped",
+        _edit("metric: t2i_score", "metric: fd/text"),
+        8,
+        "objectives[0].metric",
+        "unknown metric 'fd/text'",
+    ),
+    (
+        "world-scheduler-metric-unknown",
+        _add("scheduler: {name: asha, metric: scores}\n"),
+        11,
+        "scheduler.metric",
+        "unknown metric 'scores' of world 'tiny'; did you mean 'score'?",
+    ),
+    (
+        "world-pick-best-metric-unknown",
+        _add("promote: {steps: 10, pick: 'best:t2i_score/underwater'}\n"),
+        11,
+        "promote.pick",
+        "found 'underwater'",
+    ),
+    (
+        "world-folder-not-loadable",  # worlds/real/world.yaml exists (CASE_FILES): no real-model worlds yet
+        _add("world: worlds/real\n"),
+        11,
+        "world",
+        "expected a world this version can load, found 'worlds/real': only the embedded world 'tiny'",
+    ),
+    (
+        "world-folder-missing",
+        _add("world: {name: models/qwen-image}\n"),
+        11,
+        "world",
+        "expected 'tiny' or an existing path, found 'models/qwen-image'",
+    ),
+    (
+        "teacher-weights-with-switch",
+        _edit("  nfe: 4", _NFE2_WEIGHTS + "\n  teacher_switch_step: 1"),
+        5,
+        "base.teacher_weights",
+        "expected either teacher_weights or teacher_switch_step, found both",
+    ),
+    (
+        "teacher-weights-with-searched-switch",
+        _edit("  nfe: 4", _NFE2_WEIGHTS).replace("search:\n", "search:\n  teacher_switch_step: {int: [0, 2]}\n"),
+        7,
+        "search.teacher_switch_step.int",
+        "teacher_weights: expected either teacher_weights or teacher_switch_step, found both",
+    ),
+    (
+        "teacher-weights-unknown-teacher",
+        _edit("  nfe: 4", _NFE2_WEIGHTS.replace("text:", "txt:")),
+        5,
+        "base.teacher_weights.txt",
+        "expected a teacher of world 'tiny' (base, text), found 'txt'; did you mean 'text'?",
+    ),
+]
+# Files a case needs beside spec.yaml (created before the run; the run must add nothing).
+CASE_FILES = {"world-folder-not-loadable": {"worlds/real/world.yaml": "kind: diffusers\n"}}
+WORLD_CASES = CASES[_BEFORE_WORLD_CASES:]
+
 # "log-lo-zero" is easier to write by hand than to derive:
 CASES = [c for c in CASES if c[0] != "log-lo-zero"] + [
     (
@@ -392,6 +545,10 @@ def test_valid_base_spec_runs(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("name, text, line, where, words", CASES, ids=[c[0] for c in CASES])
 def test_malformed_spec_exits_2_with_location(name, text, line, where, words, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    for rel, content in CASE_FILES.get(name, {}).items():
+        Path(rel).parent.mkdir(parents=True, exist_ok=True)
+        Path(rel).write_text(content)
+    before = sorted(p.name for p in tmp_path.iterdir()) + ["spec.yaml"]
     Path("spec.yaml").write_text(text)
     code, out, err = _run_main(["spec.yaml", "--dry-run"], capsys)
     assert code == 2
@@ -400,12 +557,103 @@ def test_malformed_spec_exits_2_with_location(name, text, line, where, words, tm
     location = f"spec.yaml:{line}: " if line else "spec.yaml: "
     matching = [row for row in err.splitlines() if location in row and f": {where}" in row and words in row]
     assert matching, f"no line with {location!r}, {where!r} and {words!r} in:\n{err}"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]  # nothing created
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before)  # nothing created
 
 
 def test_cases_cover_enough_malformed_specs():
     assert len(CASES) >= 25
     assert len({c[0] for c in CASES}) == len(CASES)
+    assert len(WORLD_CASES) >= 12  # checks against the world
+
+
+def test_world_problems_are_collected(tmp_path):
+    """Several names the world does not have, all reported together (plus a plain structure error)."""
+    text = _edit("  nfe: 4", "  nfe: 4\n  category_mix: {underwater: 1}\n  specialist: txt")
+    text = text.replace("search:\n", "search:\n  category_mix.forest: {float: [0.0, 1.0]}\n")
+    text = text.replace("metric: t2i_score", "metric: t2i_score/forest").replace("trials: 4", "trials: 0")
+    path = tmp_path / "s.yaml"
+    path.write_text(text + "scheduler: {name: asha, metric: purty}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    wheres = [(p.line, p.where) for p in info.value.problems]
+    assert wheres == [
+        (5, "base.category_mix.underwater"),
+        (6, "base.specialist"),
+        (8, "search.category_mix.forest"),
+        (11, "objectives[0].metric"),
+        (13, "budget.trials"),
+        (14, "scheduler.metric"),
+    ]
+
+
+def test_unresolvable_world_is_reported_once(tmp_path):
+    """A world that does not resolve is the one problem about names: nothing is checked against a guess."""
+    path = tmp_path / "s.yaml"
+    path.write_text(_edit("metric: t2i_score", "metric: t2i_score/forest") + "world: ./nowhere\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert [p.where for p in info.value.problems] == ["world"]
+
+
+def test_tiny_world_info_loads_nothing(tmp_path):
+    """world_info describes the tiny world from its constants: no checkpoint folder, no pools, no weights."""
+    from trainers.tinyworld.world import TinyWorld
+    from trainers.world import World, WorldInfo, world_info
+
+    info = world_info("tiny", checkpoints=tmp_path / "no-such-checkpoints", resolution=32)
+    assert isinstance(info, WorldInfo) and info.name == "tiny"
+    assert info.categories == ("landscape", "portrait", "text")
+    assert info.edit_types == TinyWorld.edit_types and "mirror" in info.edit_types
+    assert dict(info.specialists) == {"text": frozenset({"text"})}
+    assert info.teachers == ("base", "text") and info.resolutions == (16, 32)
+    assert set(info.metrics) == {"score", "t2i_score", "edit_score", "diversity", "fd", "adherence", "purity"}
+    assert info.mode("fd") == "min" and info.mode("score") == "max"
+    assert info.mode("t2i_score/text") == "max" and info.mode("edit_score/mirror") == "max"
+    assert info.mode("t2i_score/mirror") is None and info.mode("fd/text") is None and info.mode("clip") is None
+    assert not (tmp_path / "no-such-checkpoints").exists()
+    # In a fresh interpreter: describing the world imports no model code (diffusers) at all.
+    probe = (
+        "import sys; from trainers.world import world_info; info = world_info('tiny', checkpoints='/nowhere'); "
+        "assert 'trainers.models' not in sys.modules and 'diffusers' not in sys.modules, 'model code imported'; "
+        "print(','.join(info.categories))"
+    )
+    root = Path(__file__).parent.parent
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "landscape,portrait,text"), result.stderr
+    # The interface: TinyWorld is a World, and its instance answers the same without loading anything.
+    world = TinyWorld(checkpoints=tmp_path / "no-such-checkpoints")
+    assert isinstance(world, World) and world.info() == TinyWorld.info()
+    assert world._pools == {}
+    with pytest.raises(ValueError, match="unknown option"):
+        world_info("tiny", checkpoint="x")
+    with pytest.raises(ValueError, match="resolution"):
+        world_info("tiny", resolution=64)
+
+
+def test_world_info_refuses_what_it_cannot_resolve(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "world.yaml").write_text("kind: diffusers\n")
+    from trainers.world import load_world, world_info
+
+    with pytest.raises(ValueError, match="only the embedded world 'tiny' is available"):
+        world_info(tmp_path / "real")
+    with pytest.raises(ValueError, match="no such file or folder"):
+        world_info(tmp_path / "absent")
+    with pytest.raises(ValueError, match="only the embedded world 'tiny' is available"):
+        load_world(tmp_path / "real")
+
+
+def test_metric_helpers_default_to_the_tiny_world():
+    from orchestrator import spec
+
+    assert spec.better("fd") == "min" and spec.better("t2i_score/text") == "max"
+    assert spec.is_known_metric("edit_score/mirror") and not spec.is_known_metric("edit_score/landscape")
+    assert spec.KNOWN_METRICS["fd"] == "min" and set(spec.GROUPED_METRICS) == {"t2i_score", "edit_score"}
+    with pytest.raises(KeyError):
+        spec.better("clip")
 
 
 def test_all_problems_are_collected(tmp_path):

@@ -54,6 +54,53 @@ def test_bad_spec_subprocess_exit_2_clean(text, expected, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]  # no runs/, no mlflow.db, no pwned
 
 
+WORLD_NAMES_SPEC = """\
+name: x
+base: {category_mix: {landscape: 1, underwater: 1}}
+search:
+  specialist: {choice: [text, portrait]}
+objectives: [{metric: t2i_score/underwater, mode: max}]
+"""
+
+
+@pytest.mark.parametrize(
+    "flags, text, files, expected",
+    [
+        (
+            [],
+            WORLD_NAMES_SPEC,
+            {},
+            [
+                "spec.yaml:2: base.category_mix.underwater: expected a category of world 'tiny' (landscape, portrait, text), found 'underwater'",
+                "spec.yaml:4: search.specialist.choice: expected a specialist of world 'tiny' (text), found 'portrait'",
+                "spec.yaml:5: objectives[0].metric: expected a category in t2i_score/<category> of world 'tiny'",
+            ],
+        ),
+        (["--dry-run"], WORLD_NAMES_SPEC, {}, ["spec.yaml:2: base.category_mix.underwater:"]),
+        (
+            ["--dry-run"],
+            "name: x\nworld: worlds/real\nsearch:\n  t2i_edit_ratio: {float: [0.1, 0.9]}\nobjectives: [{metric: score, mode: max}]\n",
+            {"worlds/real/world.yaml": "kind: diffusers\n"},
+            ["spec.yaml:2: world: expected a world this version can load, found 'worlds/real': only the embedded world 'tiny'"],
+        ),
+    ],
+    ids=["world-names", "world-names-dry-run", "world-folder-dry-run"],
+)
+def test_spec_against_its_world_exit_2_clean(flags, text, files, expected, tmp_path):
+    """Names the world lacks and a world that does not resolve stop the sweep before anything starts."""
+    for rel, content in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True)
+        (tmp_path / rel).write_text(content)
+    (tmp_path / "spec.yaml").write_text(text)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = _sweep("spec.yaml", *flags, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    for line in expected:
+        assert line in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no runs/, no mlflow.db
+
+
 def test_missing_file_and_directory(tmp_path):
     for target in ("nope.yaml", "."):
         result = _sweep(target, cwd=tmp_path)

@@ -84,7 +84,7 @@ class Recipe(BaseModel):
     )
     teacher_weights: dict[str, list[float]] | None = Field(
         None,
-        description="General schedule: teacher -> weight per student step; overrides the switch when given.",
+        description="General schedule: teacher -> weight per student step; instead of teacher_switch_step.",
     )
 
     # DMD2 optimisation budget.
@@ -137,9 +137,16 @@ class Recipe(BaseModel):
     def _check_teacher_weights(
         cls, weights: dict[str, list[float]] | None, info: ValidationInfo
     ) -> dict[str, list[float]] | None:
-        """Each teacher has one weight in [0, 1] per student step; weights sum to 1 at every step."""
+        """Each teacher has one weight in [0, 1] per student step; weights sum to 1 at every step.
+
+        A schedule replaces the switch, so it is refused next to a teacher_switch_step (declared
+        before it, so a field check here names teacher_weights, the key to remove or keep).
+        """
         if weights is None:
             return None
+        if info.data.get("teacher_switch_step") is not None:
+            # The schedule would replace the switch while the logged switch step claims it acted.
+            raise ValueError("expected either teacher_weights or teacher_switch_step, found both")
         if not weights:
             raise ValueError("expected at least one teacher, found an empty mapping")
         nfe = info.data.get("nfe")

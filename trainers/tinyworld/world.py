@@ -3,23 +3,26 @@
 Pools are built deterministically from a seed, so every process (every Ray worker, every trial)
 sees the same prompts; prompt embeddings come from the text encoder's on-disk cache after the
 first encoding on a machine. Teachers and judge load from the safetensors checkpoints shipped in
-``checkpoints/`` — loading never needs the pretraining code.
+``checkpoints/`` — loading never needs the pretraining code. ``TinyWorld.info()`` describes the
+world (categories, edit types, specialists, metrics) without loading any of it.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import torch
 
-from trainers.models import FlowModel
 from trainers.teachers import EDIT, Cond, Teacher, TeacherSet
 from trainers.text import TextEncoder
+from trainers.world import GroupKind, WorldInfo
 
 from . import metrics
 from .edits import EDIT_TYPES, build_edit_pool
@@ -27,11 +30,28 @@ from .judge import Judge, load_judge
 from .prompts import build_prompt_pool, sample_images
 from .render import ATTRIBUTES, CATEGORIES, render_batch
 
+if TYPE_CHECKING:  # trainers.models pulls in diffusers: imported when a teacher is loaded
+    from trainers.models import FlowModel
+
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
 POOL_SEED = 1234  # fixed: pools are part of the world's definition, not of a trial
 
 # Specialists shipped with the tiny world: name -> the categories it is a teacher for.
 SPECIALISTS: dict[str, frozenset[str]] = {"text": frozenset({"text"})}
+RESOLUTIONS: tuple[int, ...] = (16, 32)  # image sizes the renderer and the shipped models support
+
+# What the judge reports (metrics.evaluate): metric -> the direction in which it improves, and the
+# metrics also reported per group as `<metric>/<category>` or `<metric>/<edit_type>`.
+METRICS: dict[str, Literal["max", "min"]] = {
+    "score": "max",
+    "t2i_score": "max",
+    "edit_score": "max",
+    "diversity": "max",
+    "fd": "min",
+    "adherence": "max",
+    "purity": "max",
+}
+GROUPED_METRICS: dict[str, GroupKind] = {"t2i_score": "category", "edit_score": "edit_type"}
 
 
 def _own(category: str, struct: dict) -> dict[str, str]:
@@ -65,6 +85,30 @@ class TinyWorld:
         }
         self._pools: dict[tuple[str, str], pa.Table] = {}
         self._encoder = encoder
+
+    @classmethod
+    def info(cls, **options: Any) -> WorldInfo:
+        """The tiny world's metadata for these constructor options; nothing is loaded or built."""
+        allowed = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"world 'tiny': unknown option(s) {', '.join(unknown)}; expected some of {', '.join(allowed)}"
+            )
+        resolution = options.get("resolution", 16)
+        if resolution not in RESOLUTIONS:
+            raise ValueError(
+                f"world 'tiny': expected a resolution in {list(RESOLUTIONS)}, found {resolution!r}"
+            )
+        return WorldInfo(
+            name=cls.name,
+            categories=tuple(cls.categories),
+            edit_types=tuple(cls.edit_types),
+            specialists=dict(SPECIALISTS),
+            resolutions=RESOLUTIONS,
+            metrics=dict(METRICS),
+            grouped=dict(GROUPED_METRICS),
+        )
 
     # -- pools and conditions ---------------------------------------------------------------------
 
@@ -129,6 +173,8 @@ class TinyWorld:
 
     def load_teacher_model(self, name: str) -> FlowModel:
         """A shipped teacher (diffusers folder) in float32, frozen."""
+        from trainers.models import FlowModel
+
         path = self.checkpoints / name
         if not (path / "config.json").is_file():
             raise FileNotFoundError(
