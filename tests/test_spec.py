@@ -620,7 +620,7 @@ def test_tiny_world_info_loads_nothing(tmp_path):
     root = Path(__file__).parent.parent
     result = subprocess.run(
         [sys.executable, "-c", probe], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)},
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=300,
     )
     assert (result.returncode, result.stdout.strip()) == (0, "landscape,portrait,text"), result.stderr
     # The interface: TinyWorld is a World, and its instance answers the same without loading anything.
