@@ -373,6 +373,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_SWEEP_ERROR)
     results.print_summary(outcome.tables, spec, console)
+    pending = tracking.pending_note(outcome.run_dir)
+    if pending:  # the MLflow store stayed away: tables written, its writes wait in the run dir
+        again = f"python -m orchestrator.sweep {args.spec} --resume" + (
+            f" --runs-dir {args.runs_dir}" if args.runs_dir != "runs" else "")
+        console.print(f"{pending}\n  deliver them once {outcome.tracking_uri} is back: {again}",
+                      markup=False, highlight=False, soft_wrap=True)
     cause = results.no_result_cause(outcome.tables)
     if cause:  # every trial failed: the sweep has no answer, and says why in one line
         print(f"error: {cause} (details: {outcome.run_dir / 'trials.parquet'})", file=sys.stderr)

@@ -10,16 +10,26 @@ re-attaches to the runs it made before, whatever state it lost; metrics go in on
 report; a report whose step was already logged (a trial resumed from a checkpoint repeats the steps
 after it) is skipped. Only the driver writes, so parallel trials never contend for a sqlite store.
 
+A tracking server that goes away mid-sweep stops nothing: every write is first kept in the sweep's
+outbox (orchestrator/outbox.py: runs/<name>/mlflow_pending.jsonl, files in runs/<name>/mlflow_pending/)
+and delivered in order when the store answers again; what is still pending at the end is delivered
+by `--resume`. Since entries name trials by Tune id and every delivery is idempotent (runs found by
+tags, logged steps skipped), a replay creates the runs the store never saw and duplicates nothing.
+
 The callback is pickled by Ray into the experiment folder (tuner.pkl) and unpickled on resume, so
-it holds plain data only; the MLflow client is made in `setup`.
+it holds plain data only; the outbox and the MLflow client are made on first use.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +40,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from orchestrator import space
+from orchestrator import outbox, space
 from orchestrator.trial import SAMPLES_FILE
 from trainers.recipe import Recipe
 
@@ -59,6 +69,12 @@ class SweepInfo:
     tags: dict[str, str] = field(default_factory=dict)  # spec hash, git commit, run dir
     view: dict[str, Any] | None = None  # the runs-page view saved with the experiment (comparison_view)
 
+    @property
+    def run_dir(self) -> Path | None:
+        """runs/<name> (from the `run_dir` tag): where the MLflow outbox and driver.log go."""
+        folder = self.tags.get("run_dir")
+        return Path(folder) if folder else None
+
 
 VIEW_KEY = "trials"
 
@@ -82,7 +98,10 @@ def comparison_view(sweep_id: str, search_keys: list[str], objectives: list[tupl
 
 def view_url(server: str, experiment_id: str) -> str:
     """The runs page with the saved comparison view (`workflowType`: MLflow 3 otherwise opens an
-    experiment on its GenAI trace overview)."""
+    experiment on its GenAI trace overview). Without an experiment id (the store was away when the
+    sweep ended) the experiments list, where the sweep's experiment goes by its name."""
+    if not experiment_id:
+        return f"{server.rstrip('/')}/#/experiments"
     query = urlencode({"workflowType": "machine_learning", "viewStateShareKey": VIEW_KEY})
     return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
@@ -104,7 +123,12 @@ def recipe_params(base: dict[str, Any], config: dict[str, Any]) -> dict[str, str
 
 
 def open_store(uri: str) -> None:
-    """Touch the tracking store once, creating it (sqlite: schema migrations) if it is new."""
+    """Touch the tracking store once, creating it (sqlite: schema migrations) if it is new.
+
+    A server needs no creating: left alone, so that one that is away costs no retries here (the
+    tracker keeps the sweep's writes until it is back)."""
+    if uri.startswith(("http://", "https://")):
+        return
     MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
 
 
@@ -148,16 +172,37 @@ def trial_outcome(trial: Trial, completed: bool = False) -> str:
 _MLFLOW_STATUS = {"FINISHED": "FINISHED", "STOPPED": "KILLED", "FAILED": "FAILED"}
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _guarded(hook: Callable[..., None]) -> Callable[..., None]:
+    """A Tune hook that never raises: an exception in a callback would end the whole sweep."""
+
+    @functools.wraps(hook)
+    def wrapper(self: MlflowTracker, *args: Any, **kwargs: Any) -> None:
+        try:
+            hook(self, *args, **kwargs)
+        except Exception as exc:
+            self.box.error(f"MLflow tracking failed in {hook.__name__}", exc)
+
+    return wrapper
+
+
 class MlflowTracker(Callback):
-    """Driver-side Tune callback writing the sweep's parent run and one child run per trial."""
+    """Driver-side Tune callback writing the sweep's parent run and one child run per trial.
+
+    Every write is an entry of the sweep's outbox (orchestrator/outbox.py: runs/<name>/mlflow_pending.jsonl)
+    delivered by `_Writer`; entries name trials by their Tune id, not by MLflow run id, so a run the
+    store never saw (created while it was away) is created when the entry is delivered.
+    """
 
     def __init__(self, sweep: SweepInfo, base: dict[str, Any]):
         self.sweep, self.base = sweep, dict(base)
-        self._client: MlflowClient | None = None
-        self._experiment_id = ""
-        self.parent_id = ""
-        self._runs: dict[str, str] = {}  # trial id -> run id
-        self._last_step: dict[str, float] = {}  # run id -> last logged step
+        self._writer: _Writer | None = None
+        self._outbox: outbox.Outbox | None = None
+        self._started: set[str] = set()  # trials whose run this session made sure of
+        self._closed: dict[str, str] = {}  # trial id -> the MLflow status its close was kept with
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickled by Ray into the experiment folder: plain data only, re-attached in setup().
@@ -166,165 +211,315 @@ class MlflowTracker(Callback):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["sweep"], state["base"])
 
-    # -- runs -------------------------------------------------------------------------------------
-
     @property
-    def client(self) -> MlflowClient:
-        if self._client is None:
-            self._connect()
-        assert self._client is not None
-        return self._client
+    def box(self) -> outbox.Outbox:
+        """The outbox (and the writer behind it), made on first use."""
+        if self._outbox is None:
+            self._writer = writer = _Writer(self.sweep)
+            run_dir = self.sweep.run_dir
+            self._outbox = outbox.Outbox(
+                run_dir / outbox.JOURNAL if run_dir else None, writer.deliver, store=self.sweep.uri,
+                log=run_dir / "driver.log" if run_dir else None, on_failure=writer.forget,
+            )
+        return self._outbox
 
-    def _connect(self) -> None:
-        """Client, experiment (created if new) and the sweep's parent run if it exists."""
-        self._client = client = MlflowClient(tracking_uri=self.sweep.uri)
-        experiment = client.get_experiment_by_name(self.sweep.name)
-        self._experiment_id = (
-            experiment.experiment_id
-            if experiment
-            else client.create_experiment(self.sweep.name, artifact_location=artifact_location(self.sweep.uri))
-        )
-        if self.sweep.view:
-            client.set_experiment_tag(self._experiment_id, f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(self.sweep.view))
-        found = self._search(f"tags.sweep_id = '{self.sweep.sweep_id}' and tags.role = 'sweep'")
-        self.parent_id = found[0].info.run_id if found else ""
+    def _write(self, entry: dict[str, Any], files: list[Path] | tuple = (), force: bool = False) -> None:
+        """Keep one write in the outbox, then deliver whatever is pending (never raises)."""
+        entry = {**entry, "at": _now_ms()}
+        try:
+            self.box.put(entry, files)
+        except Exception as exc:  # the run dir's disk: the write cannot even be kept
+            self.box.error(f"could not keep an MLflow write ({outbox.describe(entry)})", exc)
+        self.box.flush(force=force)
 
-    def setup(self, **info: Any) -> None:
-        """Called by Tune as the sweep starts: the parent run, created or RUNNING again on resume."""
-        self._connect()
-        if self.parent_id:
-            self.client.update_run(self.parent_id, status="RUNNING")
-            return
-        tags = {"sweep_id": self.sweep.sweep_id, "role": "sweep", **self.sweep.tags}
-        run = self.client.create_run(self._experiment_id, tags=tags, run_name=self.sweep.name)
-        self.parent_id = run.info.run_id
-        self.client.log_text(self.parent_id, self.sweep.spec_yaml, "spec.yaml")
+    # -- what the rest of the sweep reads -----------------------------------------------------------
 
-    def _search(self, filter_string: str) -> list:
-        return self.client.search_runs(
-            [self._experiment_id], filter_string=filter_string, max_results=10_000
-        )
-
-    def run_id(self, trial: Trial) -> str:
-        """The trial's child run: cached, else found by tags (a resumed driver), else created."""
-        if trial.trial_id in self._runs:
-            return self._runs[trial.trial_id]
-        found = self._search(
-            f"tags.sweep_id = '{self.sweep.sweep_id}' and tags.trial_id = '{trial.trial_id}'"
-        )
-        if found:
-            run_id = found[0].info.run_id
-            history = self.client.get_metric_history(run_id, "step")
-            self._last_step[run_id] = max((m.value for m in history), default=-1.0)
-        else:
-            run_id = self._create_child(trial)
-        self._runs[trial.trial_id] = run_id
-        return run_id
-
-    def _create_child(self, trial: Trial) -> str:
-        tags = {
-            "mlflow.parentRunId": self.parent_id,
-            "sweep_id": self.sweep.sweep_id,
-            "trial_id": trial.trial_id,
-            "role": "trial",
-        }
-        run = self.client.create_run(self._experiment_id, tags=tags, run_name=f"trial_{trial.trial_id}")
-        params = [Param(k, v) for k, v in recipe_params(self.base, trial.config).items()]
-        for lo in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
-            self.client.log_batch(run.info.run_id, params=params[lo : lo + 100])
-        self._last_step[run.info.run_id] = -1.0
-        return run.info.run_id
+    # Reads deliver what is pending first; while the store is away they answer '' or {}.
 
     @property
     def experiment_id(self) -> str:
-        if self._client is None:
-            self._connect()
-        return self._experiment_id
+        """The sweep's MLflow experiment."""
+        self.box.flush()
+        return self.box.query(lambda: self._writer.experiment_id(create=False), "")
+
+    @property
+    def parent_id(self) -> str:
+        self.box.flush()
+        return self.box.query(lambda: self._writer.parent(), "")
+
+    def run_id(self, trial: Trial) -> str:
+        """The trial's child run."""
+        self.box.flush()
+        return self.box.query(lambda: self._writer.child(trial.trial_id), "")
 
     def all_run_ids(self) -> dict[str, str]:
         """trial id -> run id for every child run of this sweep in MLflow."""
-        runs = self._search(f"tags.sweep_id = '{self.sweep.sweep_id}' and tags.role = 'trial'")
-        return {run.data.tags["trial_id"]: run.info.run_id for run in runs}
+        self.box.flush()
+        return self.box.query(lambda: self._writer.all_run_ids(), {})
 
-    # -- Tune hooks -------------------------------------------------------------------------------
+    def log_outputs(self, paths: list[Path]) -> None:
+        """The sweep's tables (trials.parquet, ...) as artifacts of the parent run."""
+        self._write({"op": "outputs"}, [path for path in paths if path.is_file()], force=True)
 
+    # -- Tune hooks ---------------------------------------------------------------------------------
+
+    @_guarded
+    def setup(self, **info: Any) -> None:
+        """Called by Tune as the sweep starts: the parent run, created or RUNNING again on resume
+        (and whatever an earlier driver could not deliver, first)."""
+        self._write({"op": "sweep_start"})
+
+    def _start(self, trial: Trial, running: bool = False) -> None:
+        """The trial's run found or created (with its params); `running`: RUNNING again if it was closed."""
+        if trial.trial_id in self._started and not running:
+            return
+        self._started.add(trial.trial_id)
+        self._closed.pop(trial.trial_id, None)
+        params = recipe_params(self.base, trial.config)
+        self._write({"op": "trial_start", "trial": trial.trial_id, "params": params, "running": running})
+
+    @_guarded
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        run_id = self.run_id(trial)
-        if self.client.get_run(run_id).info.status != "RUNNING":  # resumed or retried
-            self.client.update_run(run_id, status="RUNNING")
+        self._start(trial, running=True)
 
+    @_guarded
     def on_trial_result(
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any
     ) -> None:
-        run_id = self.run_id(trial)
+        self._start(trial)
         metrics = report_metrics(result)
         step = metrics.get("step", float(result.get("training_iteration", 0)))
-        if step <= self._last_step.get(run_id, -1.0):
-            return  # already logged before a resume: the trial repeats the steps after its checkpoint
-        now = int(time.time() * 1000)
-        batch = [Metric(key, value, now, int(step)) for key, value in metrics.items()]
-        for lo in range(0, len(batch), 1000):
-            self.client.log_batch(run_id, metrics=batch[lo : lo + 1000])
-        self._last_step[run_id] = step
+        self._write({"op": "report", "trial": trial.trial_id, "step": step, "metrics": metrics})
 
+    @_guarded
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._close(trial, completed=True)
 
+    @_guarded
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._close(trial)
 
+    @_guarded
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         """Every trial's run in its final state, stale RUNNING runs closed, lost ones trashed, the parent FINISHED."""
         for trial in trials:
             if trial.status in (Trial.TERMINATED, Trial.ERROR):
                 self._close(trial)
-        known = {t.trial_id for t in trials}
-        for run in self._search(f"tags.sweep_id = '{self.sweep.sweep_id}' and tags.role = 'trial'"):
-            if run.data.tags.get("trial_id") not in known:
-                self._drop_lost(run.info.run_id)
-            elif run.info.status == "RUNNING" and run.info.run_id not in self._runs.values():
-                self.client.set_terminated(run.info.run_id, status="KILLED")  # cut by the time budget
-        self.client.set_terminated(self.parent_id, status="FINISHED")
+        known = sorted(t.trial_id for t in trials)
+        self._write({"op": "sweep_end", "known": known, "touched": sorted(self._started)}, force=True)
 
-    def _drop_lost(self, run_id: str) -> None:
+    def _close(self, trial: Trial, completed: bool = False) -> None:
+        """Outcome and error tags, recipe.yaml, the final samples.png, the run's final status."""
+        outcome = trial_outcome(trial, completed)
+        status = _MLFLOW_STATUS.get(outcome, "KILLED")
+        if self._closed.get(trial.trial_id) == status:
+            return  # closed before (e.g. on_trial_error, then on_experiment_end)
+        self._start(trial)
+        error = error_summary(trial.get_error())[:5000] if outcome == "FAILED" else None
+        recipe = Recipe.from_params(self.base, space.recipe_params(trial.config)).to_yaml()
+        entry = {"op": "trial_end", "trial": trial.trial_id, "outcome": outcome, "status": status,
+                 "error": error, "recipe": recipe}
+        with _samples(trial) as files:  # copied into the outbox: Tune prunes old checkpoints
+            self._write(entry, files)
+        self._closed[trial.trial_id] = status
+
+
+@contextmanager
+def _samples(trial: Trial) -> Iterator[list[Path]]:
+    """The final sample grid, from the trial's last checkpoint (on the sweep's storage), if any."""
+    checkpoint = trial.checkpoint
+    if checkpoint is None:
+        yield []
+        return
+    with checkpoint.as_directory() as folder:
+        grid = Path(folder) / SAMPLES_FILE
+        yield [grid] if grid.is_file() else []
+
+
+class _Writer:
+    """Delivers the tracker's outbox entries to MLflow. Each delivery is idempotent: runs are found by
+    their tags before one is created, a metric step already logged is skipped, params already there are
+    not sent again, a run already in its final status is not closed again. So an entry delivered twice
+    (its answer lost, the driver killed before the journal was rewritten) changes nothing the second time.
+    """
+
+    def __init__(self, sweep: SweepInfo):
+        self.sweep = sweep
+        self._client: MlflowClient | None = None
+        self._experiment_id = ""
+        self._parent_id = ""
+        self._runs: dict[str, str] = {}  # trial id -> run id
+        self._last_step: dict[str, float] = {}  # run id -> last logged step
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(tracking_uri=self.sweep.uri)
+        return self._client
+
+    def forget(self) -> None:
+        """After a failed write: it may have landed all the same, so logged steps are asked again."""
+        self._last_step.clear()
+
+    def deliver(self, entry: dict[str, Any]) -> None:
+        getattr(self, f"_{entry['op']}")(entry)
+
+    # -- finding runs -------------------------------------------------------------------------------
+
+    def experiment_id(self, create: bool = True) -> str:
+        if not self._experiment_id:
+            found = self.client.get_experiment_by_name(self.sweep.name)
+            if found is not None:
+                self._experiment_id = found.experiment_id
+            elif create:
+                self._experiment_id = self.client.create_experiment(
+                    self.sweep.name, artifact_location=artifact_location(self.sweep.uri)
+                )
+        return self._experiment_id
+
+    def _search(self, filter_string: str) -> list:
+        experiment_id = self.experiment_id(create=False)
+        if not experiment_id:
+            return []
+        return self.client.search_runs([experiment_id], filter_string=filter_string, max_results=10_000)
+
+    def parent(self) -> str:
+        if not self._parent_id:
+            found = self._search(f"tags.sweep_id = '{self.sweep.sweep_id}' and tags.role = 'sweep'")
+            self._parent_id = found[0].info.run_id if found else ""
+        return self._parent_id
+
+    def child(self, trial_id: str) -> str:
+        if trial_id not in self._runs:
+            found = self._search(f"tags.sweep_id = '{self.sweep.sweep_id}' and tags.trial_id = '{trial_id}'")
+            if not found:
+                return ""
+            self._runs[trial_id] = found[0].info.run_id
+        return self._runs[trial_id]
+
+    def all_run_ids(self) -> dict[str, str]:
+        runs = self._search(f"tags.sweep_id = '{self.sweep.sweep_id}' and tags.role = 'trial'")
+        return {run.data.tags["trial_id"]: run.info.run_id for run in runs}
+
+    def _run_of(self, entry: dict[str, Any]) -> str:
+        run_id = self.child(entry["trial"])
+        if not run_id:  # its trial_start was refused before
+            raise LookupError(f"no MLflow run for trial {entry['trial']} of sweep {self.sweep.sweep_id}")
+        return run_id
+
+    def _logged_step(self, run_id: str) -> float:
+        if run_id not in self._last_step:
+            history = self.client.get_metric_history(run_id, "step")
+            self._last_step[run_id] = max((m.value for m in history), default=-1.0)
+        return self._last_step[run_id]
+
+    # -- the entries --------------------------------------------------------------------------------
+
+    def _sweep_start(self, entry: dict[str, Any]) -> None:
+        client, experiment_id = self.client, self.experiment_id()
+        if self.sweep.view:
+            client.set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(self.sweep.view))
+        parent = self.parent()
+        if not parent:
+            tags = {"sweep_id": self.sweep.sweep_id, "role": "sweep", **self.sweep.tags}
+            run = client.create_run(experiment_id, start_time=entry["at"], tags=tags, run_name=self.sweep.name)
+            self._parent_id = parent = run.info.run_id
+        elif client.get_run(parent).info.status != "RUNNING":
+            client.update_run(parent, status="RUNNING")
+        client.log_text(parent, self.sweep.spec_yaml, "spec.yaml")
+
+    def _trial_start(self, entry: dict[str, Any]) -> None:
+        client, trial_id = self.client, entry["trial"]
+        run_id = self.child(trial_id)
+        if run_id:
+            run = client.get_run(run_id)
+            logged, status = run.data.params, run.info.status
+        else:
+            parent = self.parent()
+            if not parent:
+                raise LookupError(f"no MLflow run for sweep {self.sweep.sweep_id} to nest trial {trial_id} under")
+            tags = {"mlflow.parentRunId": parent, "sweep_id": self.sweep.sweep_id, "trial_id": trial_id, "role": "trial"}
+            run = client.create_run(self.experiment_id(), start_time=entry["at"], tags=tags, run_name=f"trial_{trial_id}")
+            run_id = self._runs[trial_id] = run.info.run_id
+            self._last_step[run_id] = -1.0
+            logged, status = {}, "RUNNING"
+        params = [Param(k, v) for k, v in entry["params"].items() if k not in logged]
+        for lo in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+            client.log_batch(run_id, params=params[lo : lo + 100])
+        if entry["running"] and status != "RUNNING":  # resumed or retried
+            client.update_run(run_id, status="RUNNING")
+
+    def _report(self, entry: dict[str, Any]) -> None:
+        run_id, step = self._run_of(entry), entry["step"]
+        if step <= self._logged_step(run_id):
+            return  # logged before: a resumed trial repeats the steps after its checkpoint, or a replay
+        # `step` itself last: if a long report is cut between batches, the step counts as not logged
+        items = sorted(entry["metrics"].items(), key=lambda item: item[0] == "step")
+        batch = [Metric(key, value, entry["at"], int(step)) for key, value in items]
+        for lo in range(0, len(batch), 1000):
+            self.client.log_batch(run_id, metrics=batch[lo : lo + 1000])
+        self._last_step[run_id] = step
+
+    def _trial_end(self, entry: dict[str, Any]) -> None:
+        client, run_id = self.client, self._run_of(entry)
+        if client.get_run(run_id).info.status == entry["status"]:
+            return  # closed before
+        tags = [RunTag("outcome", entry["outcome"])]
+        if entry["error"] is not None:
+            tags.append(RunTag("error", entry["error"]))
+        client.log_batch(run_id, tags=tags)
+        client.log_text(run_id, entry["recipe"], "recipe.yaml")
+        for path in entry["files"]:
+            client.log_artifact(run_id, path)
+        client.set_terminated(run_id, status=entry["status"], end_time=entry["at"])
+
+    def _sweep_end(self, entry: dict[str, Any]) -> None:
+        known, touched = set(entry["known"]), set(entry["touched"])
+        for run in self._search(f"tags.sweep_id = '{self.sweep.sweep_id}' and tags.role = 'trial'"):
+            trial_id = run.data.tags.get("trial_id")
+            if trial_id not in known:
+                self._drop_lost(run.info.run_id, entry["at"])
+            elif run.info.status == "RUNNING" and trial_id not in touched:
+                self.client.set_terminated(run.info.run_id, status="KILLED", end_time=entry["at"])  # cut by the time budget
+        parent = self.parent()
+        if parent:
+            self.client.set_terminated(parent, status="FINISHED", end_time=entry["at"])
+
+    def _drop_lost(self, run_id: str, at: int) -> None:
         """A run whose trial Tune does not know: started by a driver killed before its next state
         snapshot, so the resumed sweep never re-runs it (its search point is proposed afresh).
         Closed and moved to MLflow's trash (`mlflow gc` or the UI's "deleted" filter still show it),
         so the experiment holds exactly one live run per trial."""
         self.client.set_tag(run_id, "outcome", "LOST")
-        self.client.set_terminated(run_id, status="KILLED")
+        self.client.set_terminated(run_id, status="KILLED", end_time=at)
         self.client.delete_run(run_id)
 
-    # -- closing a trial's run ----------------------------------------------------------------------
+    def _outputs(self, entry: dict[str, Any]) -> None:
+        parent = self.parent()
+        if not parent:
+            raise LookupError(f"no MLflow run for sweep {self.sweep.sweep_id} to attach its tables to")
+        for path in entry["files"]:
+            self.client.log_artifact(parent, path)
 
-    def _close(self, trial: Trial, completed: bool = False) -> None:
-        run_id = self.run_id(trial)
-        outcome = trial_outcome(trial, completed)
-        status = _MLFLOW_STATUS.get(outcome, "KILLED")
-        run = self.client.get_run(run_id)
-        if run.info.status == status:
-            return  # closed before (e.g. on_trial_error, then on_experiment_end)
-        tags = [RunTag("outcome", outcome)]
-        if outcome == "FAILED":
-            tags.append(RunTag("error", error_summary(trial.get_error())[:5000]))
-        self.client.log_batch(run_id, tags=tags)
-        recipe = Recipe.from_params(self.base, space.recipe_params(trial.config))
-        self.client.log_text(run_id, recipe.to_yaml(), "recipe.yaml")
-        self._log_samples(run_id, trial)
-        self.client.set_terminated(run_id, status=status)
 
-    def _log_samples(self, run_id: str, trial: Trial) -> None:
-        """The final sample grid, from the trial's last checkpoint (on the sweep's storage)."""
-        checkpoint = trial.checkpoint
-        if checkpoint is None:
-            return
-        with checkpoint.as_directory() as folder:
-            grid = Path(folder) / SAMPLES_FILE
-            if grid.is_file():
-                self.client.log_artifact(run_id, str(grid))
+_KINDS = {
+    "sweep_start": "sweep run started",
+    "trial_start": "trial runs created or reopened",
+    "report": "metric reports",
+    "trial_end": "trial runs closed (outcome, recipe.yaml, samples.png)",
+    "sweep_end": "sweep run ended",
+    "outputs": "table uploads",
+}
 
-    def log_outputs(self, paths: list[Path]) -> None:
-        """The sweep's tables (trials.parquet, ...) as artifacts of the parent run."""
-        for path in paths:
-            if path.is_file():
-                self.client.log_artifact(self.parent_id, str(path))
+
+def pending_note(run_dir: Path) -> str | None:
+    """What the sweep in `run_dir` still has to write to MLflow, in one line; None if nothing."""
+    path = Path(run_dir) / outbox.JOURNAL
+    entries = outbox.read_journal(path)
+    if not entries:
+        return None
+    counts = Counter(entry["op"] for entry in entries)
+    kinds = ", ".join(f"{_KINDS.get(op, op)}: {n}" for op, n in counts.items())
+    trials = sorted({entry["trial"] for entry in entries if "trial" in entry})
+    of_trials = f"; trials {', '.join(trials)}" if trials else ""
+    return f"{len(entries)} MLflow writes pending in {path} ({kinds}{of_trials})"

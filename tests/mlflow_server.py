@@ -7,6 +7,12 @@ The server binds 127.0.0.1 on a free port, runs in its own process group (uvicor
 processes: stopping the group stops them all, also when the test fails) and logs to `server.log`
 beside the store. It is ready when `/health` answers; if it dies or never answers, `ServerError`
 carries the end of its log so the failure says why.
+
+An outage (tests/test_tracking_outage.py) stops the server and starts it again on the same port
+over the same store:
+
+    with ServerProcess(folder / "mlflow.db") as server:   # stopped on the way out, whatever happened
+        server.start(); ...; server.stop(); ...; server.start()
 """
 
 from __future__ import annotations
@@ -106,20 +112,50 @@ def stop(process: subprocess.Popen, grace: float = 10.0) -> None:
     process.wait()
 
 
+class ServerProcess:
+    """`mlflow server` over the sqlite store `db` on one port (free when made), startable again after `stop`."""
+
+    def __init__(self, db: Path, port: int | None = None, timeout: float = 90.0):
+        self.db, self.port, self.timeout = db, port or free_port(), timeout
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = db.parent / "server.log"
+        self._process: subprocess.Popen | None = None
+        self._starts = 0
+
+    def start(self) -> Server:
+        """Start it (the log is kept across restarts) and wait until it answers."""
+        assert self._process is None, "already running"
+        with self.log.open("a" if self._starts else "w") as out:
+            if self._starts:
+                out.write(f"--- restart {self._starts} on port {self.port}\n")
+            self._process = subprocess.Popen(
+                server_command(self.db, self.port), cwd=self.db.parent, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,  # own process group, stopped as one
+                env=server_env(),
+            )
+        self._starts += 1
+        try:
+            wait_ready(self.url, self._process, self.log, self.timeout)
+        except ServerError:
+            self.stop()
+            raise
+        return Server(self.url, self.log)
+
+    def stop(self) -> None:
+        """Stop it and every process it started (nothing listens on the port afterwards)."""
+        if self._process is not None:
+            stop(self._process)
+            self._process = None
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 @contextmanager
 def mlflow_server(db: Path, timeout: float = 90.0) -> Iterator[Server]:
     """Serve the sqlite store `db` (UI + REST API) while the block runs."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = db.parent / "server.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            server_command(db, port), cwd=db.parent, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,  # own process group, stopped as one
-            env=server_env(),
-        )
-    try:
-        wait_ready(url, process, log, timeout)
-        yield Server(url, log)
-    finally:
-        stop(process)
+    with ServerProcess(db, timeout=timeout) as server:
+        yield server.start()
