@@ -143,6 +143,7 @@ def check_invariants(run_dir: Path, uri: str, name: str, planned: int) -> dict[s
     import polars as pl
     from mlflow.tracking import MlflowClient
 
+    from orchestrator import outbox
     from orchestrator.search import DedupOptunaSearch
 
     trials = pl.read_parquet(run_dir / "trials.parquet")
@@ -166,10 +167,26 @@ def check_invariants(run_dir: Path, uri: str, name: str, planned: int) -> dict[s
         "mlflow_children_extra": len(children) - len(set(child_ids)) + len(set(child_ids) - set(trials["trial_id"])),
         "optuna_trials_missing": max(0, planned - len(ran)),
         "optuna_trials_extra": max(0, len(ran) - planned),
+        "mlflow_steps_missing": _steps_missing(client, children, curves),
+        # writes the tracker kept but never delivered (the store was up throughout: there should be none)
+        "mlflow_writes_pending": len(outbox.read_journal(run_dir / outbox.JOURNAL)),
     }
-    lost = problems["trials_not_finished"] + problems["mlflow_children_missing"] + problems["optuna_trials_missing"]
+    lost = sum(problems[k] for k in ("trials_not_finished", "mlflow_children_missing", "optuna_trials_missing",
+                                     "mlflow_steps_missing", "mlflow_writes_pending"))
     duplicated = sum(v for k, v in problems.items() if k.endswith(("twice", "extra")))
     return {"trials": planned, "lost": lost, "duplicated": duplicated, "problems": problems}
+
+
+def _steps_missing(client: Any, children: list, curves: Any) -> int:
+    """(trial, step) reports in curves.parquet that the trial's MLflow run has no `step` metric for."""
+    missing = 0
+    for run in children:
+        if run.info.status != "FINISHED":
+            continue
+        logged = {m.step for m in client.get_metric_history(run.info.run_id, "step")}
+        reported = curves.filter(curves["trial_id"] == run.data.tags["trial_id"])["step"].to_list()
+        missing += len({int(s) for s in reported} - logged)
+    return missing
 
 
 def worker_kill(folder: Path, checkpoints: Path) -> dict[str, Any]:
