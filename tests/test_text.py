@@ -1,6 +1,7 @@
 """TextEncoder: the packaged MiniLM loaded offline, and its per-machine embedding cache.
 
-Run: .venv/bin/python -m pytest tests/test_text.py -q   (real model, ~5 s on 1 thread)
+Run: .venv/bin/python -m pytest tests/test_text.py -q   (real model, ~5 s on 1 thread, plus three
+writer processes that load it again to race on one cache dir)
 """
 
 from __future__ import annotations
@@ -98,17 +99,69 @@ def test_cache_is_keyed_by_max_length(encoder, cache_dir):
     assert other.calls == 1 and emb.shape == (1, 8, 384)
 
 
-def test_parallel_writers_merge(cache_dir, encoder):
-    """Two processes that loaded the cache before each other's writes: neither loses the other's prompts."""
-    a = TextEncoder(max_length=16, cache_dir=cache_dir)
-    b = TextEncoder(max_length=16, cache_dir=cache_dir)
-    a._model, a._tokenizer = encoder._model, encoder._tokenizer  # share the loaded weights (speed only)
-    b._model, b._tokenizer = encoder._model, encoder._tokenizer
-    a.encode(["only in a"])
-    b.encode(["only in b"])
-    c = TextEncoder(max_length=16, cache_dir=cache_dir)
-    c.encode(["only in a", "only in b"])
-    assert c.calls == 0
+RACE_WRITERS, RACE_ROUNDS, RACE_MERGE_AT = 3, 8, 2  # every round: all write a shard, then all try a merge
+
+
+def race_prompts(writer: int, round_: int) -> list[str]:
+    """What `writer` encodes in `round_`: two prompts of its own, then two every writer encodes."""
+    own = [f"writer {writer} round {round_} prompt {i}" for i in range(2)]
+    return own + [f"shared by all in round {round_}, prompt {i}" for i in range(2)]
+
+
+def race_writer(writer: int, cache_dir: str, barrier) -> None:
+    """One writer process (spawned): load the model, then each round wait for every writer at `barrier`
+    and encode that round's prompts with an encoder that read the cache disk just then, so writes,
+    merges (a shard count of `RACE_MERGE_AT` triggers one) and reads of the writers overlap."""
+    torch.set_num_threads(1)
+    text._MERGE_AT = RACE_MERGE_AT
+    loaded = TextEncoder(max_length=16, cache_dir=cache_dir)
+    loaded._load()  # before the first barrier: the rounds race each other, not the model loads
+    for round_ in range(RACE_ROUNDS):
+        barrier.wait(timeout=120)  # a hang guard: every writer reaches it within seconds
+        enc = TextEncoder(max_length=16, cache_dir=cache_dir)
+        enc._model, enc._tokenizer = loaded._model, loaded._tokenizer
+        enc.encode(race_prompts(writer, round_))
+
+
+def test_parallel_writers_merge(encoder, tmp_path):
+    """Writer processes started together behind a barrier write shards and merge them (under the file
+    lock) into one cache dir at once, for several rounds: no prompt is lost, none is garbled."""
+    import multiprocessing
+
+    race_dir = tmp_path / "race"
+    spawn = multiprocessing.get_context("spawn")
+    barrier = spawn.Barrier(RACE_WRITERS)
+    writers = [
+        spawn.Process(target=race_writer, args=(w, str(race_dir), barrier), name=f"writer-{w}")
+        for w in range(RACE_WRITERS)
+    ]
+    for proc in writers:
+        proc.start()
+    for proc in writers:
+        proc.join(timeout=300)  # a hang guard only
+    for proc in writers:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    assert [proc.exitcode for proc in writers] == [0] * RACE_WRITERS, "a writer failed: see its stderr"
+
+    prompts = list(dict.fromkeys(
+        p for w in range(RACE_WRITERS) for r in range(RACE_ROUNDS) for p in race_prompts(w, r)
+    ))
+    after = TextEncoder(max_length=16, cache_dir=race_dir)
+    assert len(after) == len(prompts), "every prompt written, and nothing else"
+    emb, mask = after.encode(prompts)
+    assert after.calls == 0 and after._model is None, "every prompt was cached"
+    # A writer that saw RACE_MERGE_AT shards merged them, or found another writer merging.
+    assert after.cache_file.exists(), "no merge ran"
+    assert not [p for p in os.listdir(race_dir) if p.endswith(".tmp")], "no temporary file left behind"
+
+    uncached = TextEncoder(max_length=16, cache_dir=tmp_path / "uncached")
+    uncached._model, uncached._tokenizer = encoder._model, encoder._tokenizer  # share the loaded weights
+    emb_ref, mask_ref = uncached.encode(prompts)
+    assert uncached.calls == 1
+    torch.testing.assert_close(emb, emb_ref, rtol=0, atol=1e-5)
+    assert torch.equal(mask, mask_ref)
 
 
 def test_misses_go_to_small_shards_that_are_merged_once_there_are_many(encoder, cache_dir, monkeypatch):
