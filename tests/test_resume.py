@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import polars as pl
 import pytest
 from sweep_helpers import mlflow_runs, write_spec
 
+from benchmarks.kill_soak import kill_group
 from orchestrator import gate
 from orchestrator.search import DedupOptunaSearch
 
@@ -75,15 +75,6 @@ def wait_for(condition, what: str, proc: subprocess.Popen | None = None, limit_s
         time.sleep(0.1)
 
 
-def kill_sweep(proc: subprocess.Popen) -> None:
-    """SIGKILL the driver together with the local Ray it started (its process group)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
 def test_sigkill_then_resume_completes_the_planned_sweep(tmp_path, micro_checkpoints):
     spec = write_spec(
         tmp_path,
@@ -104,7 +95,7 @@ def test_sigkill_then_resume_completes_the_planned_sweep(tmp_path, micro_checkpo
 
     wait_for(two_known_finished_and_one_held, "snapshot with two finished trials and one held", first)
     done_before = {t for t, status in snapshot_status(run_dir).items() if status == "TERMINATED"}
-    kill_sweep(first)
+    kill_group(first)  # the driver with its local Ray (its process group)
     assert done_before == gate.passed(held) == _finished_trials(run_dir) and len(done_before) == 2
 
     again = _sweep(spec)  # without --resume: refused, and says which flag to use
