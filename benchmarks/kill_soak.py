@@ -127,15 +127,20 @@ def soak(folder: Path, checkpoints: Path, kills: int, trials: int, seed: int) ->
                 if proc.poll() is None:
                     kill_group(proc)
                     done += 1
-                    proc = start_sweep(spec, "--resume")
+                    proc = restart(spec, run_dir)
                     continue
         rc = proc.wait(timeout=HANG_S)
         if rc == 0:
             break
         if launches > kills + 5:
             raise RuntimeError(f"the sweep keeps failing (exit {rc}): see {spec.parent / 'soak.console.log'}")
-        proc = start_sweep(spec, "--resume")  # killed before its run dir was complete: go on
+        proc = restart(spec, run_dir)
     return {"kills": done, **check_invariants(run_dir, f"sqlite:///{folder / 'mlflow.db'}", "soak", trials)}
+
+
+def restart(spec: Path, run_dir: Path) -> subprocess.Popen:
+    """What a user does after a crash: --resume, or a plain start if the killed one made no run dir yet."""
+    return start_sweep(spec, "--resume") if (run_dir / "sweep.json").is_file() else start_sweep(spec)
 
 
 def check_invariants(run_dir: Path, uri: str, name: str, planned: int) -> dict[str, Any]:

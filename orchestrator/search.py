@@ -11,14 +11,14 @@ the sampler learns the point is taken), as FAIL while the twin still runs, and t
 when a small discrete space has no new point left the sweep ends instead of re-running old ones.
 The searcher state (the seen points included) is saved with the experiment, so --resume keeps it.
 
-Saving pickles the Optuna sampler, and a sampler may hold things that do not pickle (NSGA-II holds a
-thread lock since Optuna 5.1). Such attributes are dropped when saving and rebuilt on restore from
-a freshly made sampler (`SamplerSnapshot`); everything else, the random state included, is kept.
+Tune saves the searcher with the experiment by pickling it, sampler included, and a sampler may hold
+things that do not pickle (NSGA-II holds a thread lock since Optuna 5.1). The sweep's sampler is
+therefore a `PortableSampler`: it wraps the configured Optuna sampler and, when saved, keeps every
+attribute of it that pickles (the random state included) and rebuilds the rest from a fresh one.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import pickle
@@ -33,29 +33,53 @@ from ray.tune.search.optuna import OptunaSearch
 log = logging.getLogger(__name__)
 
 
-class SamplerSnapshot:
-    """The picklable state of an Optuna sampler: its attributes that pickle, and how to make the rest.
+class PortableSampler(BaseSampler):
+    """The sampler `factory()` makes, in a form that pickles whatever that sampler holds.
 
-    `rebuild()` makes a fresh sampler with `factory` (the spec's own constructor) and puts the kept
-    attributes back over it, so only what could not be saved (a lock, a cache handle) is new.
+    Every Optuna hook is passed to the wrapped sampler. Pickling keeps the wrapped sampler's
+    attributes that pickle and the factory; unpickling makes a fresh sampler with the factory and
+    puts the kept attributes back over it, so only what could not be saved (a lock) is new.
     """
 
-    def __init__(self, sampler: BaseSampler, factory: Callable[[], BaseSampler] | None = None):
-        self.factory = factory or type(sampler)
-        self.kept: dict[str, Any] = {}
-        self.dropped: list[str] = []
-        for name, value in vars(sampler).items():
+    def __init__(self, factory: Callable[[], BaseSampler]):
+        self.factory = factory
+        self.inner = factory()
+
+    def __str__(self) -> str:
+        return f"PortableSampler({type(self.inner).__name__})"
+
+    def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: Any, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
+        return self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: Any, trial: Any) -> None:
+        self.inner.before_trial(study, trial)
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+
+    def __getstate__(self) -> dict[str, Any]:
+        kept = {}
+        for name, value in vars(self.inner).items():
             try:
                 pickle.dumps(value)
             except Exception:  # noqa: BLE001 -- whatever pickle refuses is rebuilt, not saved
-                self.dropped.append(name)
-            else:
-                self.kept[name] = value
+                continue
+            kept[name] = value
+        return {"factory": self.factory, "kept": kept}
 
-    def rebuild(self) -> BaseSampler:
-        sampler = self.factory()
-        vars(sampler).update(self.kept)
-        return sampler
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.factory = state["factory"]
+        self.inner = self.factory()
+        vars(self.inner).update(state["kept"])
 
 
 class SearcherNotSavable(RuntimeError):
@@ -63,16 +87,9 @@ class SearcherNotSavable(RuntimeError):
 
 
 class DedupOptunaSearch(OptunaSearch):
-    def __init__(
-        self,
-        *args: Any,
-        max_retries: int = 50,
-        sampler_factory: Callable[[], BaseSampler] | None = None,
-        **kwargs: Any,
-    ):
+    def __init__(self, *args: Any, max_retries: int = 50, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.max_retries = max_retries
-        self.sampler_factory = sampler_factory  # rebuilds what of the sampler cannot be pickled
         self._seen: dict[str, str] = {}  # canonical config -> id of the trial that runs it
         self._values: dict[str, Any] = {}  # finished trial id -> its objective value(s)
         self.duplicates = 0  # proposals answered without running them
@@ -110,61 +127,17 @@ class DedupOptunaSearch(OptunaSearch):
             values = [result[m] for m in metrics]
             self._values[trial_id] = values if isinstance(self.metric, list) else values[0]
 
-    # -- saving: Tune pickles the searcher into tuner.pkl and search-state files ---------------------
-
-    def _saved_state(self) -> dict[str, Any]:
-        """The searcher's attributes with the sampler as a SamplerSnapshot (the study holds none)."""
-        state = self.__dict__.copy()
-        study = state.get("_ot_study")
-        sampler = study.sampler if study is not None else state.get("_sampler")
-        if sampler is not None:
-            state["_sampler"] = SamplerSnapshot(sampler, self.sampler_factory)
-        if study is not None:
-            saved = state["_ot_study"] = copy.copy(study)
-            saved.sampler = None
-            # Running Optuna trials hold their study: point them at the saved one, which holds no sampler.
-            state["_ot_trials"] = {key: _with_study(t, saved) for key, t in self._ot_trials.items()}
-        return state
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        snapshot = state.get("_sampler")
-        if isinstance(snapshot, SamplerSnapshot):
-            self._sampler = snapshot.rebuild()
-            if self._ot_study is not None:
-                self._ot_study.sampler = self._sampler
-
-    def __getstate__(self) -> dict[str, Any]:
-        return self._saved_state()
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self._load_state(state)
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as file:
-            pickle.dump(self._saved_state(), file)
-
-    def restore(self, checkpoint_path: str) -> None:
-        # Tune's own search-state file in the run folder (its experiment state is pickled throughout)
-        with open(checkpoint_path, "rb") as file:
-            state = pickle.load(file)  # noqa: S301
-        if isinstance(state, dict):
-            self._load_state(state)
-        else:  # written by Ray's OptunaSearch itself
-            super().restore(checkpoint_path)
-
     def check_savable(self, sampler_name: str) -> None:
-        """Raise SearcherNotSavable, naming the sampler and the cause, if saving would fail."""
+        """Raise SearcherNotSavable, naming the sampler and the cause, if saving would fail.
+
+        Tune saves the searcher twice: the whole object in tuner.pkl, its attributes in a state file.
+        """
         try:
-            pickle.loads(pickle.dumps(self))
+            pickle.dumps(self)
+            pickle.dumps(self.__dict__.copy())
         except Exception as exc:  # noqa: BLE001 -- any failure means the sweep could not resume
             raise SearcherNotSavable(
                 f"the {sampler_name} sampler cannot be saved with the sweep, so it could not resume: "
                 f"{type(exc).__name__}: {exc}"
             ) from None
 
-
-def _with_study(ot_trial: Any, study: Any) -> Any:
-    out = copy.copy(ot_trial)
-    out.study = study
-    return out

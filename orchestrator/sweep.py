@@ -14,8 +14,10 @@ import functools
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -36,7 +38,7 @@ from rich.table import Table
 
 from orchestrator import results, space, tracking, trial
 from orchestrator.errors import SpecError, positive_int
-from orchestrator.search import DedupOptunaSearch, SearcherNotSavable
+from orchestrator.search import DedupOptunaSearch, PortableSampler, SearcherNotSavable
 from orchestrator.spec import SweepSpec, load_spec, resolved_dict, spec_hash
 
 EXIT_OK, EXIT_SWEEP_ERROR, EXIT_SPEC_ERROR = 0, 1, 2
@@ -160,7 +162,9 @@ def run_sweep(
         owns_ray = _start_ray(address, run_dir)
     try:
         trainable = trial.make_trainable(spec)
-        if resume:
+        # A driver killed after creating the run dir but before Tune's first state snapshot left
+        # nothing to restore: that sweep starts from the beginning, under its own sweep id.
+        if resume and tune.Tuner.can_restore(str(run_dir)):
             tuner = tune.Tuner.restore(str(run_dir), trainable, resume_unfinished=True, resume_errored=True)
         else:
             tuner = build_tuner(spec, trainable, run_dir, [tracking.MlflowTracker(info, spec.base), ProgressLines(spec)])
@@ -184,8 +188,7 @@ def build_tuner(spec: SweepSpec, trainable: Any, run_dir: Path, callbacks: list[
         space=space.build_space(spec.search),
         metric=metrics[0] if single else metrics,
         mode=modes[0] if single else modes,
-        sampler=space.make_sampler(spec.sampler, spec.search),
-        sampler_factory=functools.partial(space.make_sampler, spec.sampler, spec.search),
+        sampler=PortableSampler(functools.partial(space.make_sampler, spec.sampler, spec.search)),
     )
     try:  # Tune saves the searcher with the experiment: a sampler that cannot be saved is said so now
         searcher.check_savable(spec.sampler.name)
@@ -265,11 +268,16 @@ def _prepare_run_dir(run_dir: Path, spec: SweepSpec, *, resume: bool, fresh: boo
         archive = run_dir.with_name(f"{run_dir.name}.archived-{time.strftime('%Y%m%d-%H%M%S')}")
         run_dir.rename(archive)
         console.print(f"archived the previous sweep to {archive}")
-    run_dir.mkdir(parents=True)
     sweep_id = uuid.uuid4().hex
+    # Made whole beside its place, then moved there: a kill never leaves a half-made run dir.
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in run_dir.parent.glob(f".{run_dir.name}.new-*"):  # left by a start killed right here
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.new-", dir=run_dir.parent))
     # The resolved spec beside the results: `orchestrator.promote` and the notebook read it from here.
-    (run_dir / "spec.yaml").write_text(yaml.safe_dump(resolved_dict(spec), sort_keys=False))
-    marker.write_text(json.dumps({"sweep_id": sweep_id, "spec_hash": spec_hash(spec), "name": spec.name}))
+    (staging / "spec.yaml").write_text(yaml.safe_dump(resolved_dict(spec), sort_keys=False))
+    (staging / marker.name).write_text(json.dumps({"sweep_id": sweep_id, "spec_hash": spec_hash(spec), "name": spec.name}))
+    staging.rename(run_dir)
     return sweep_id
 
 

@@ -117,12 +117,21 @@ def test_write_atomically_replaces_and_never_leaves_half_a_checkpoint(tmp_path):
 
 
 def test_no_pickle_anywhere_in_the_package():
-    """Checkpoints, caches and teachers load without pickle: no pickle import, no unsafe torch.load."""
+    """Checkpoints, caches and teachers load without pickle: nothing unpickles, no unsafe torch.load.
+
+    trainers/ does not import pickle at all. orchestrator/search.py may *write* with it (checking
+    that the searcher Tune saves is picklable), never read: only Ray restores its own pickled state.
+    """
     offenders = []
     for path in sorted((ROOT / "trainers").rglob("*.py")) + sorted((ROOT / "orchestrator").rglob("*.py")):
         text = path.read_text()
-        if re.search(r"^\s*(import|from)\s+(c?pickle|dill|joblib)\b", text, re.M):
+        writer = path == ROOT / "orchestrator" / "search.py"
+        if re.search(r"^\s*(import|from)\s+(dill|joblib)\b", text, re.M) or (
+            not writer and re.search(r"^\s*(import|from)\s+c?pickle\b", text, re.M)
+        ):
             offenders.append(f"{path.name}: pickle import")
+        if re.search(r"\b(c?pickle\.loads?|Unpickler)\b", text):
+            offenders.append(f"{path.name}: unpickles")
         for call in re.findall(r"torch\.load\([^)]*\)", text):
             if "weights_only=True" not in call:
                 offenders.append(f"{path.name}: {call}")

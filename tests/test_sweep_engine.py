@@ -191,3 +191,19 @@ def test_a_sweep_with_no_finished_trial_exits_non_zero_with_the_cause(tmp_path, 
     errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("error: no trial finished: 2 of 2 failed, 2 with ValueError")
     assert (tmp_path / "runs" / "allcrash" / "trials.parquet").is_file()  # the tables are still written
+
+
+def test_resume_of_a_sweep_killed_before_its_first_snapshot_starts_it(tmp_path, micro_checkpoints):
+    """The run dir exists (sweep.json, spec.yaml) but Tune saved nothing yet: --resume runs the sweep."""
+    from orchestrator.sweep import _prepare_run_dir
+
+    spec = micro_spec(tmp_path, micro_checkpoints, name="early", scheduler=None,
+                      budget={"trials": 2, "concurrent": 2})
+    run_dir = tmp_path / "runs" / "early"
+    sweep_id = _prepare_run_dir(run_dir, spec, resume=False, fresh=False, console=None)  # what the killed driver did
+    assert sorted(p.name for p in run_dir.iterdir()) == ["spec.yaml", "sweep.json"]
+    assert not list(run_dir.parent.glob(".early.new-*"))  # made beside its place, then moved there
+    outcome = run_sweep(spec, runs_dir=tmp_path / "runs", resume=True)
+    assert outcome.tables.trials["status"].to_list() == ["FINISHED", "FINISHED"]
+    parents, children = mlflow_runs(outcome.tracking_uri, "early")
+    assert [p.data.tags["sweep_id"] for p in parents] == [sweep_id] and len(children) == 2
