@@ -43,7 +43,7 @@ def collect(run_dir: Path, spec: SweepSpec, run_ids: dict[str, str] | None = Non
     # Imported here, not at the top: reading tables (notebook, promote) then costs no Ray/MLflow import (≈ 6 s).
     from ray.tune import ExperimentAnalysis
 
-    from orchestrator.tracking import error_summary, report_metrics, trial_outcome
+    from orchestrator.tracking import report_metrics, trial_error, trial_outcome
 
     analysis = ExperimentAnalysis(str(run_dir))
     trial_rows, curve_rows = [], []
@@ -55,7 +55,7 @@ def collect(run_dir: Path, spec: SweepSpec, run_ids: dict[str, str] | None = Non
                 "status": trial_outcome(trial),
                 # when Ray first ran it (unix s): the order in which the searcher proposed the trials
                 "started_at": trial.run_metadata.start_time,
-                "error": error_summary(trial.get_error()) if trial.status == "ERROR" else None,
+                "error": trial_error(trial) if trial.status == "ERROR" else None,
                 **space.recipe_params(trial.config),
                 **report_metrics(trial.last_result or {}),
                 "reports": len(reports),

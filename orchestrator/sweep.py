@@ -350,10 +350,10 @@ class ProgressLines(tune.Callback):
         self._line(trial, tracking.trial_outcome(trial, completed=True))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._line(trial, f"retrying: {tracking.error_summary(trial.get_error())}")
+        self._line(trial, f"retrying: {tracking.trial_error(trial)}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._line(trial, f"FAILED: {tracking.error_summary(trial.get_error())}")
+        self._line(trial, f"FAILED: {tracking.trial_error(trial)}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -157,6 +157,19 @@ def error_summary(trace: str | None) -> str:
     return lines[-1] if lines else ""
 
 
+def trial_error(trial: Trial) -> str:
+    """The last error line of a trial, as soon as Tune has recorded the error.
+
+    `Trial.get_error()` reads the copy on the experiment's storage, which Tune syncs from the
+    trial's local folder a moment later: read from a callback it can still miss the error. The local
+    error file is written before the callbacks run, so it is read first.
+    """
+    local = trial.error_file
+    if local and Path(local).is_file():
+        return error_summary(Path(local).read_text(errors="replace"))
+    return error_summary(trial.get_error())
+
+
 def trial_outcome(trial: Trial, completed: bool = False) -> str:
     """FINISHED (ran to the end), STOPPED (stopped early by the scheduler), FAILED, or Ray's status.
 
@@ -315,7 +328,7 @@ class MlflowTracker(Callback):
         if self._closed.get(trial.trial_id) == status:
             return  # closed before (e.g. on_trial_error, then on_experiment_end)
         self._start(trial)
-        error = error_summary(trial.get_error())[:5000] if outcome == "FAILED" else None
+        error = trial_error(trial)[:5000] if outcome == "FAILED" else None
         recipe = Recipe.from_params(self.base, space.recipe_params(trial.config)).to_yaml()
         entry = {"op": "trial_end", "trial": trial.trial_id, "outcome": outcome, "status": status,
                  "error": error, "recipe": recipe}
