@@ -1,6 +1,6 @@
 """Kill soak: SIGKILL the sweep driver with its local Ray at random moments, resume, and count what was lost.
 
-    python -m benchmarks.kill_soak --kills 10 [--trials 10] [--seed 0] [--folder DIR]
+    python -m benchmarks.kill_soak --kills 10 [--trials 12] [--steps 10] [--seed 0] [--folder DIR]
 
 A micro sweep (micro teachers, micro pools, FIFO so every trial runs to its end) is started as
 `python -m orchestrator.sweep SPEC` in its own process group. K times, after a random number of new
@@ -110,10 +110,10 @@ def wait_for(condition, what: str, proc: subprocess.Popen | None = None) -> bool
     return True
 
 
-def soak(folder: Path, checkpoints: Path, kills: int, trials: int, seed: int) -> dict[str, Any]:
+def soak(folder: Path, checkpoints: Path, kills: int, trials: int, seed: int, steps: int = 6) -> dict[str, Any]:
     """Run the kill loop and check the invariants; returns the counts."""
     rng = random.Random(seed)
-    spec = write_spec(folder, checkpoints, "soak", trials)
+    spec = write_spec(folder, checkpoints, "soak", trials, steps)
     run_dir = folder / "runs" / "soak"
     done, launches = 0, 0
     proc = start_sweep(spec)
@@ -135,7 +135,7 @@ def soak(folder: Path, checkpoints: Path, kills: int, trials: int, seed: int) ->
         if launches > kills + 5:
             raise RuntimeError(f"the sweep keeps failing (exit {rc}): see {spec.parent / 'soak.console.log'}")
         proc = restart(spec, run_dir)
-    return {"kills": done, **check_invariants(run_dir, f"sqlite:///{folder / 'mlflow.db'}", "soak", trials)}
+    return {"kills": done, "launches": launches, **check_invariants(run_dir, f"sqlite:///{folder / 'mlflow.db'}", "soak", trials)}
 
 
 def restart(spec: Path, run_dir: Path) -> subprocess.Popen:
@@ -233,7 +233,8 @@ def worker_kill(folder: Path, checkpoints: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.kill_soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=10, help="driver kills (default 10)")
-    parser.add_argument("--trials", type=int, default=10, help="planned trials (default 10: room for 10 kills)")
+    parser.add_argument("--trials", type=int, default=12, help="planned trials (default 12)")
+    parser.add_argument("--steps", type=int, default=10, help="generator steps per trial (default 10: 5 reports)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     parser.add_argument("--folder", default=None, help="work folder (default: a temporary one)")
     parser.add_argument("--no-worker-kill", action="store_true", help="skip the worker-kill check")
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         checkpoints = build_micro_checkpoints(folder / "micro_world")
-        result = soak(folder, checkpoints, args.kills, args.trials, args.seed)
+        result = soak(folder, checkpoints, args.kills, args.trials, args.seed, args.steps)
         if not args.no_worker_kill:
             result |= worker_kill(folder, checkpoints)
         result["wall_s"] = round(time.perf_counter() - start, 1)
