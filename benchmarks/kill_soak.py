@@ -1,10 +1,10 @@
 """Kill soak: SIGKILL the sweep driver with its local Ray at random moments, resume, and count what was lost.
 
-    python -m benchmarks.kill_soak --kills 10 [--trials 12] [--steps 10] [--seed 0] [--folder DIR]
+    python -m benchmarks.kill_soak --kills 10 [--trials 16] [--steps 10] [--seed 0] [--folder DIR]
 
 A micro sweep (micro teachers, micro pools, FIFO so every trial runs to its end) is started as
 `python -m orchestrator.sweep SPEC` in its own process group. K times, after a random number of new
-trial reports (0-2) and a random extra delay (0-3 s), the whole group (driver + Ray) gets SIGKILL
+trial reports (0-2) and a random extra delay (0-1 s), the whole group (driver + Ray) gets SIGKILL
 and the sweep is restarted with `--resume`, until it ends by itself. Then the invariants:
 
 - trials.parquet: every planned trial FINISHED, exactly once;
@@ -123,7 +123,7 @@ def soak(folder: Path, checkpoints: Path, kills: int, trials: int, seed: int, st
             seen = len(reports(run_dir))
             wanted = seen + rng.randint(0, 2)  # 0: killed while it starts up or restores
             if wait_for(lambda w=wanted: len(reports(run_dir)) >= w, "new reports", proc):
-                time.sleep(rng.uniform(0.0, 3.0))
+                time.sleep(rng.uniform(0.0, 1.0))
                 if proc.poll() is None:
                     kill_group(proc)
                     done += 1
@@ -233,7 +233,7 @@ def worker_kill(folder: Path, checkpoints: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.kill_soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=10, help="driver kills (default 10)")
-    parser.add_argument("--trials", type=int, default=12, help="planned trials (default 12)")
+    parser.add_argument("--trials", type=int, default=16, help="planned trials (default 16)")
     parser.add_argument("--steps", type=int, default=10, help="generator steps per trial (default 10: 5 reports)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     parser.add_argument("--folder", default=None, help="work folder (default: a temporary one)")
