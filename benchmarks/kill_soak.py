@@ -100,14 +100,7 @@ def reports(run_dir: Path) -> list[dict[str, Any]]:
 
 def wait_for(condition, what: str, proc: subprocess.Popen | None = None) -> bool:
     """Poll `condition` until it holds (True) or `proc` exits (False)."""
-    deadline = time.monotonic() + HANG_S
-    while not condition():
-        if proc is not None and proc.poll() is not None:
-            return False
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} after {HANG_S} s")
-        time.sleep(0.1)
-    return True
+    return gate.wait_until(condition, what, None if proc is None else (lambda: proc.poll() is None), HANG_S)
 
 
 def soak(folder: Path, checkpoints: Path, kills: int, trials: int, seed: int, steps: int = 6) -> dict[str, Any]:

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ENV = "DMD_SWEEPS_FINISH_GATE"
 POLL_S = 0.05
+HANG_S = 900.0  # turns a hang into an error; no order of events rests on it
 
 
 def wait_to_finish(trial_id: str) -> None:
@@ -66,3 +68,19 @@ def open_gate(folder: Path) -> None:
     """Let every trial through, now and later."""
     Path(folder).mkdir(parents=True, exist_ok=True)
     (Path(folder) / "open").touch()
+
+
+def wait_until(
+    condition: Callable[[], bool], what: str, alive: Callable[[], bool] | None = None, hang_s: float = HANG_S
+) -> bool:
+    """Poll until `condition()` holds (True) or `alive()` turns False (False): the caller waits for a
+    state it can observe (a trial at the gate, a report recorded), never for a guessed time.
+    Raises TimeoutError after `hang_s`, which only turns a hang into an error."""
+    deadline = time.monotonic() + hang_s
+    while not condition():
+        if alive is not None and not alive():
+            return False
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} after {hang_s:.0f} s")
+        time.sleep(POLL_S)
+    return True

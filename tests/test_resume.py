@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import polars as pl
@@ -65,14 +64,10 @@ def snapshot_status(run_dir: Path) -> dict[str, str]:
     return statuses
 
 
-def wait_for(condition, what: str, proc: subprocess.Popen | None = None, limit_s: float = 600) -> None:
-    """Poll until `condition()` holds. The limit only turns a hang into a failure: no order rests on it."""
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the sweep exited ({proc.returncode}) before {what}:\n{proc.communicate()[0]}")
-        assert time.monotonic() < deadline, f"no {what} after {limit_s:.0f} s"
-        time.sleep(0.1)
+def wait_for(condition, what: str, proc: subprocess.Popen) -> None:
+    """Until `condition()` holds; the sweep exiting first is a failure that shows its output."""
+    if not gate.wait_until(condition, what, alive=lambda: proc.poll() is None):
+        raise AssertionError(f"the sweep exited ({proc.returncode}) before {what}:\n{proc.communicate()[0]}")
 
 
 def test_sigkill_then_resume_completes_the_planned_sweep(tmp_path, micro_checkpoints):

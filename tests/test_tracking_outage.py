@@ -42,12 +42,8 @@ def _spec(folder: Path, checkpoints: Path, url: str, trials: int) -> Path:
     )
 
 
-def _wait(condition: Callable[[], bool], what: str, alive: Callable[[], bool], timeout: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert alive(), f"the sweep ended before {what}"
-        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s"
-        time.sleep(0.1)
+def _wait(condition: Callable[[], bool], what: str, alive: Callable[[], bool]) -> None:
+    assert gate.wait_until(condition, what, alive), f"the sweep ended before {what}"
 
 
 def _a_report_logged(url: str) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -74,11 +73,12 @@ def test_trial_resumes_from_its_checkpoint_after_its_node_is_lost(tmp_path, micr
     outcome: dict = {}
     sweep = threading.Thread(target=lambda: outcome.update(result=run_sweep(spec, runs_dir=tmp_path / "runs")))
     sweep.start()
-    deadline = time.monotonic() + 600  # a hang guard only: the gate orders the events
     # Trained to the end and held; its last intermediate report (step 8, checkpointed) recorded.
-    while not (gate.waiting(finish_gate) and _reports(run_dir) and _reports(run_dir)[-1]["step"] == 8):
-        assert time.monotonic() < deadline and sweep.is_alive(), "the trial did not reach the gate"
-        time.sleep(0.05)
+    held = gate.wait_until(
+        lambda: bool(gate.waiting(finish_gate) and _reports(run_dir) and _reports(run_dir)[-1]["step"] == 8),
+        "trial held at the gate", alive=sweep.is_alive,
+    )
+    assert held, "the sweep ended before its trial reached the gate"
     lost = _reports(run_dir)[-1]
     assert not lost.get("final")
     cluster.remove_node(_node_of(cluster, lost["pid"]))
