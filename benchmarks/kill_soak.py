@@ -141,8 +141,9 @@ def check_invariants(run_dir: Path, uri: str, name: str, planned: int) -> dict[s
     import polars as pl
     from mlflow.tracking import MlflowClient
 
-    from orchestrator import outbox
-    from orchestrator.search import DedupOptunaSearch
+    from orchestrator.rundir import RunDir
+    from orchestrator.search.dedup import DedupOptunaSearch
+    from orchestrator.tracking import outbox
 
     trials = pl.read_parquet(run_dir / "trials.parquet")
     curves = pl.read_parquet(run_dir / "curves.parquet")
@@ -167,7 +168,7 @@ def check_invariants(run_dir: Path, uri: str, name: str, planned: int) -> dict[s
         "optuna_trials_extra": max(0, len(ran) - planned),
         "mlflow_steps_missing": _steps_missing(client, children, curves),
         # writes the tracker kept but never delivered (the store was up throughout: there should be none)
-        "mlflow_writes_pending": len(outbox.read_journal(run_dir / outbox.JOURNAL)),
+        "mlflow_writes_pending": len(outbox.read_journal(RunDir(run_dir).journal)),
     }
     lost = sum(problems[k] for k in ("trials_not_finished", "mlflow_children_missing", "optuna_trials_missing",
                                      "mlflow_steps_missing", "mlflow_writes_pending"))

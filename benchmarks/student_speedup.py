@@ -18,6 +18,7 @@ import sys
 import torch
 
 from benchmarks.dmd_step import add_world_args, open_world
+from trainers.checkpoint import load_model
 from trainers.distill import distill
 from trainers.evaluate import (
     EvalConfig,
@@ -29,6 +30,7 @@ from trainers.evaluate import (
 )
 from trainers.models import FlowModel
 from trainers.recipe import Recipe
+from trainers.sampling import StudentScheduler
 
 SCORES = ("score", "t2i_score", "edit_score", "adherence", "purity", "diversity")
 
@@ -51,12 +53,12 @@ def main(argv: list[str] | None = None) -> None:
     world = open_world(args)
     teacher = world.load_teachers()["base"].model
     if args.student:
-        student = FlowModel.from_pretrained(args.student, torch_dtype=torch.float32).eval()
+        student = load_model(FlowModel, args.student)
     else:
         print(f"distilling a {args.nfe}-NFE student for {args.steps} steps ...", file=sys.stderr)
         recipe = Recipe(nfe=args.nfe, steps=args.steps, report_every=args.steps, eval_items=8, eval_items_quick=8)
         student = distill(recipe, world).student.eval()
-    samplers = {"student": student_generator(student, args.nfe),
+    samplers = {"student": student_generator(student, StudentScheduler(args.nfe)),
                 "teacher": teacher_generator(teacher, args.teacher_nfe, args.guidance_scale)}
     es = build_eval_set(world, EvalConfig(items=args.batch))
     out = {"nfe": args.nfe, "teacher_nfe": args.teacher_nfe, "batch": min(args.batch, len(es)),

@@ -40,12 +40,11 @@ from pathlib import Path
 
 import torch
 
-from orchestrator import trial
 from orchestrator.spec import SweepSpec, load_spec
-from orchestrator.sweep import run_sweep
+from orchestrator.sweep.engine import run_sweep
 from trainers.distill import prepare
 from trainers.evaluate import EvalConfig, build_eval_set, cached_eval_set
-from trainers.world import load_world
+from trainers.world import load_world, shared_world
 
 
 def _start(world, recipe, shared: bool) -> None:
@@ -60,13 +59,13 @@ def startup_seconds(spec: SweepSpec, repeats: int) -> tuple[float, float]:
     """(naive, shared) median start-up seconds of a trial in a worker process."""
     recipe = spec.base_recipe
     naive, shared = [], []
-    _start(trial.shared_world(spec.world.name, spec.world.options), recipe, shared=True)  # an earlier trial
+    _start(shared_world(spec.world.name, spec.world.options), recipe, shared=True)  # an earlier trial
     for _ in range(repeats):
         t = time.perf_counter()
         _start(load_world(spec.world.name, **spec.world.options), recipe, shared=False)  # nothing shared
         naive.append(time.perf_counter() - t)
         t = time.perf_counter()
-        _start(trial.shared_world(spec.world.name, spec.world.options), recipe, shared=True)
+        _start(shared_world(spec.world.name, spec.world.options), recipe, shared=True)
         shared.append(time.perf_counter() - t)
     return statistics.median(naive), statistics.median(shared)
 

@@ -1,9 +1,16 @@
-"""Builds notebooks/pareto_fronts.ipynb without outputs: `python notebooks/build_pareto_fronts.py` from the repo root."""
+"""Builds notebooks/pareto_fronts.ipynb without outputs: `python notebooks/build_pareto_fronts.py` from the repo root.
+
+The section on the recipe axes is one loop over orchestrator/axes.py's registry, run when the notebook
+runs, so a new axis needs no rebuild; tests/test_notebook.py checks the committed notebook is this build.
+"""
+from pathlib import Path
+
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+NOTEBOOK = Path(__file__).resolve().with_name("pareto_fronts.ipynb")
 md, code = new_markdown_cell, new_code_cell
-cells = [
+CELLS = [
     code(
         'run_dir = "runs/task_ratio"  # a sweep\'s run dir: runs/<name>\n'
         "out_dir = None  # where the PNGs go; None: <run_dir>/figures\n"
@@ -25,8 +32,9 @@ cells = [
         "from pathlib import Path\n"
         "\n"
         "import polars as pl\n"
+        "from IPython.display import Markdown\n"
         "\n"
-        "from orchestrator import effects, pareto, plots, results\n"
+        "from orchestrator import axes, effects, pareto, plots, results\n"
         "\n"
         'if Path.cwd().name == "notebooks":  # Jupyter starts the kernel beside the notebook; paths are from the repo root\n'
         '    os.chdir("..")\n'
@@ -68,37 +76,19 @@ cells = [
     ),
     code('plots.show(plots.hypervolume_curve(tables.trials, objectives), out_dir, "hypervolume", "no finished trial")'),
     md(
-        "## Scores vs the T2I:Edit ratio\n"
+        "## Scores against each recipe axis\n"
         "\n"
-        "Each finished trial's `score`, `t2i_score` and `edit_score` against its T2I share, with the mean ± std "
-        "per ratio. Crossing T2I and Edit curves are the trade-off; the peak of `score` is the best single ratio."
+        "For every axis of the registry (orchestrator/axes.py) the sweep varied: what to look for, its effect table "
+        "(the finished trials grouped along the axis: their count `n` and the mean and std of each score) and the "
+        "scores against it. An axis the sweep did not vary is skipped with a line saying so."
     ),
     code(
-        "if (table := effects.effect_by_ratio(tables.trials)).height:\n"
-        "    display(table)\n"
-        'plots.show(plots.score_vs_ratio(tables.trials), out_dir, "score_vs_ratio", "t2i_edit_ratio was not swept")'
-    ),
-    md(
-        "## Scores vs the data mix\n"
-        "\n"
-        "One panel per prompt category: the scores against that category's weight in the distillation data. "
-        "A trend in one panel says that category's share matters; the table groups trials by their dominant category."
-    ),
-    code(
-        "if (table := effects.effect_by_category(tables.trials)).height:\n"
-        "    display(table)\n"
-        'plots.show(plots.score_vs_category(tables.trials), out_dir, "score_vs_category", "category_mix was not swept")'
-    ),
-    md(
-        "## Scores vs the teacher switch step\n"
-        "\n"
-        "The base teacher guides student steps before k*, the specialist from k* on (k* = 0: specialist only, "
-        "k* = nfe: base only). Look for the step where the specialist starts to help without destabilising training."
-    ),
-    code(
-        "if (table := effects.effect_by_switch(tables.trials)).height:\n"
-        "    display(table)\n"
-        'plots.show(plots.score_vs_switch(tables.trials), out_dir, "score_vs_switch", "teacher_switch_step was not swept")'
+        "for axis in axes.analysed():\n"
+        "    if (table := effects.effect(tables.trials, axis)).height:\n"
+        '        display(Markdown(f"### {axis.plot.heading}\\n\\n{axis.plot.about}"), table)\n'
+        "    fig, why = plots.axis_figure(tables.trials, axis)\n"
+        "    if plots.show(fig, out_dir, axis.plot.name, why) is not None:  # in a loop: displayed explicitly\n"
+        "        display(fig)"
     ),
     md(
         "## Learning curves of the front's trials\n"
@@ -122,13 +112,21 @@ cells = [
     md("The PNGs written:"),
     code('sorted(str(p) for p in out_dir.glob("*.png"))'),
 ]
-nb = new_notebook(
-    cells=cells,
-    metadata={
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-    },
-)
-for i, cell in enumerate(nb.cells):
-    cell.id = f"cell-{i:02d}"  # stable ids: nbformat would draw random ones on every build
-nbformat.write(nb, "notebooks/pareto_fronts.ipynb")
+
+
+def build() -> nbformat.NotebookNode:
+    """The notebook, without outputs, with stable cell ids (nbformat would draw random ones on every build)."""
+    nb = new_notebook(
+        cells=CELLS,
+        metadata={
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        },
+    )
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"cell-{i:02d}"
+    return nb
+
+
+if __name__ == "__main__":
+    nbformat.write(build(), NOTEBOOK)

@@ -6,7 +6,7 @@
     hv = hypervolume(front, objectives, reference=[0, 0])  # in the metrics' own units
 
 Pure functions over polars frames and numpy arrays: no Ray, no MLflow, no files. `results.py`,
-`promote.py` and the notebook all use them, and tests/test_pareto.py checks them against Optuna's
+`orchestrator/promote/` and the notebook all use them, and tests/test_pareto.py checks them against Optuna's
 own Pareto front and hypervolume. Objectives map a metric column to "max" or "min".
 """
 

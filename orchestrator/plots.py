@@ -2,13 +2,15 @@
 
     tables = results.load_sweep("runs/task_ratio")
     fig = front_by_axis(tables.trials, objectives)       # a matplotlib Figure, or None
+    fig = score_plot(tables.trials, axes.AXES["t2i_edit_ratio"])
     paths = save_all("runs/task_ratio", "runs/task_ratio/figures")
 
 Every function returns a `matplotlib.figure.Figure` built without pyplot (no global state: safe under
 the Agg backend, in a notebook, in a loop), or None when the figure does not apply to this sweep (the
 axis was not swept, no curves, no sample grid): `show` then says why instead of drawing. Only
 FINISHED trials are drawn in the score plots; trials stopped early by ASHA have scores from an
-earlier step (the front scatter shows them apart, as crosses).
+earlier step (the front scatter shows them apart, as crosses). The axes come from the registry in
+orchestrator/axes.py: the front gets a panel per swept axis, each analysed axis a score figure.
 """
 
 from __future__ import annotations
@@ -22,42 +24,33 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from orchestrator import effects, pareto, results
+from orchestrator import axes, effects, pareto, results
+from orchestrator.axes import Axis
+from orchestrator.metrics import SCORES
+from orchestrator.rundir import RunDir
 
 DEFAULT_OBJECTIVES = {"t2i_score": "max", "edit_score": "max"}
-SCORE_COLOURS = {"score": "black", "t2i_score": "tab:blue", "edit_score": "tab:orange"}
-# The axes a front can be coloured by, with their labels (the paper's words, DESIGN §1).
-AXES = {
-    "t2i_edit_ratio": "T2I:Edit ratio (T2I share)",
-    "category_mix": "dominant category of the data mix",
-    "teacher_switch_step": "teacher switch step k*",
-    "specialist_weight": "specialist weight",
-    "guidance_scale": "CFG guidance scale",
-}
+SCORE_COLOURS = dict(zip(SCORES, ("black", "tab:blue", "tab:orange"), strict=True))
 PANEL = (4.6, 3.8)  # inches per panel
-# The name orchestrator.trial gives a checkpoint's sample grid (tests/test_notebook.py checks they agree):
-# importing the trainable would load Ray and torch (≈ 6 s) just for this string.
-SAMPLES_FILE = "samples.png"
 
 
-def swept_axes(trials: pl.DataFrame) -> list[str]:
-    """The keys of AXES that vary over the finished trials."""
+def swept_axes(trials: pl.DataFrame) -> list[Axis]:
+    """The registry's axes that vary over the finished trials."""
     done = effects.finished(trials)
-    return [a for a in AXES if (effects.mix_swept(done) if a == "category_mix" else effects.is_swept(done, a))]
+    return [a for a in axes.AXES.values() if a.swept(done)]
 
 
 def overview(trials: pl.DataFrame, objectives: Mapping[str, str] = DEFAULT_OBJECTIVES) -> pl.DataFrame:
     """The trials in start order with their status, swept axes, objectives and score (what to read first)."""
-    axes = [c for a in swept_axes(trials) for c in (effects.mix_columns(trials) if a == "category_mix" else [a])]
-    wanted = ["trial_id", "status", *axes, *dict.fromkeys([*objectives, "score"]), "wall_s"]
+    columns = [c for a in swept_axes(trials) for c in a.columns(trials)]
+    wanted = ["trial_id", "status", *columns, *dict.fromkeys([*objectives, "score"]), "wall_s"]
     return results.in_start_order(trials).select([c for c in wanted if c in trials.columns])
 
 
 def _panels(n: int, title: str, height: float = PANEL[1]) -> tuple[Figure, list]:
     fig = Figure(figsize=(PANEL[0] * n, height), layout="constrained")
-    axes = fig.subplots(1, n, squeeze=False)[0]
     fig.suptitle(title)
-    return fig, list(axes)
+    return fig, list(fig.subplots(1, n, squeeze=False)[0])
 
 
 def _plotted_pair(objectives: Mapping[str, str]) -> dict[str, str]:
@@ -69,44 +62,54 @@ def front_by_axis(trials: pl.DataFrame, objectives: Mapping[str, str] = DEFAULT_
     """Every trial on the first two objectives, one panel per swept axis, coloured by that axis;
     the Pareto front of the finished trials as a ringed staircase, its knee as a star."""
     pair = _plotted_pair(objectives)
-    axes = swept_axes(trials)
-    if not axes or any(m not in trials.columns for m in pair):
+    swept = swept_axes(trials)
+    if not swept or any(m not in trials.columns for m in pair):
         return None
     done = effects.finished(trials)
     front = pareto.pareto_front(done, pair)
-    fig, panels = _panels(len(axes), f"Pareto front: {' vs '.join(pair)}\n"
+    fig, panels = _panels(len(swept), f"Pareto front: {' vs '.join(pair)}\n"
                           "red rings = front, star = knee, × = stopped early")
-    for ax, axis in zip(panels, axes, strict=True):
-        _colour_by(fig, ax, trials, pair, axis)
+    (x, y), marked = list(pair), trials.with_columns(_stopped(trials))
+    for ax, axis in zip(panels, swept, strict=True):
+        (_colour_by_group if axis.mix else _colour_by_value)(fig, ax, marked, (x, y), axis)
+        ax.set(xlabel=x, ylabel=y, title=f"coloured by {axis.field}")
+        ax.xaxis.set_major_locator(MaxNLocator(5))  # long tick labels when the scores are close together
         _draw_front(ax, front, pair)
     return fig
 
 
-def _colour_by(fig: Figure, ax, trials: pl.DataFrame, pair: Mapping[str, str], axis: str) -> None:
-    x, y = list(pair)
-    stopped = pl.col("status") != "FINISHED" if "status" in trials.columns else pl.lit(False)
-    if axis == "category_mix":
-        frame = effects.dominant_category(trials.drop_nulls(effects.mix_columns(trials)))
-        for i, (name,) in enumerate(sorted(frame.select("dominant_category").unique().rows())):
-            group = frame.filter(pl.col("dominant_category") == name)
-            for part, marker in ((group.filter(~stopped), "o"), (group.filter(stopped), "x")):
-                ax.scatter(part[x], part[y], color=f"C{i}", marker=marker, s=36, label=name if marker == "o" else None)
-        ax.legend(title="dominant category", fontsize="small")
-    else:
-        frame = trials.drop_nulls([axis])
-        values = frame[axis].cast(pl.Float64)
-        norm = (values.min(), values.max())
-        arts = [
-            ax.scatter(sub[x], sub[y], c=sub[axis].cast(pl.Float64), cmap="viridis", marker=marker,
-                       vmin=norm[0], vmax=norm[1], s=36)
-            for sub, marker in ((frame.filter(~stopped), "o"), (frame.filter(stopped), "x"))
-        ]
-        bar = fig.colorbar(arts[0], ax=ax)
-        bar.set_label(AXES[axis])
-        if frame[axis].dtype.is_integer():
-            bar.set_ticks(sorted(set(frame[axis].to_list())))
-    ax.set(xlabel=x, ylabel=y, title=f"coloured by {axis}")
-    ax.xaxis.set_major_locator(MaxNLocator(5))  # long tick labels when the scores are close together
+def _stopped(trials: pl.DataFrame) -> pl.Expr:
+    """`_stopped`: the trial did not finish (drawn as a cross)."""
+    return (pl.col("status") != "FINISHED" if "status" in trials.columns else pl.lit(False)).alias("_stopped")
+
+
+def _colour_by_group(fig: Figure, ax, trials: pl.DataFrame, xy: tuple[str, str], axis: Axis) -> None:
+    """A mix: one colour per group (its dominant component), in a legend."""
+    (x, y), stopped, columns = xy, pl.col("_stopped"), axis.columns(trials)
+    frame = axis.groups.assign(trials.drop_nulls(columns), columns)
+    (key,) = axis.groups.keys(columns)
+    for i, (name,) in enumerate(sorted(frame.select(key).unique().rows())):
+        group = frame.filter(pl.col(key) == name)
+        for part, marker in ((group.filter(~stopped), "o"), (group.filter(stopped), "x")):
+            ax.scatter(part[x], part[y], color=f"C{i}", marker=marker, s=36, label=name if marker == "o" else None)
+    ax.legend(title=axis.label, fontsize="small")
+
+
+def _colour_by_value(fig: Figure, ax, trials: pl.DataFrame, xy: tuple[str, str], axis: Axis) -> None:
+    """A scalar: a colour scale, with a tick at each value of an integer field."""
+    (x, y), stopped, column = xy, pl.col("_stopped"), axis.field
+    frame = trials.drop_nulls([column])
+    values = frame[column].cast(pl.Float64)
+    norm = (values.min(), values.max())
+    arts = [
+        ax.scatter(sub[x], sub[y], c=sub[column].cast(pl.Float64), cmap="viridis", marker=marker,
+                   vmin=norm[0], vmax=norm[1], s=36)
+        for sub, marker in ((frame.filter(~stopped), "o"), (frame.filter(stopped), "x"))
+    ]
+    bar = fig.colorbar(arts[0], ax=ax)
+    bar.set_label(axis.label)
+    if frame[column].dtype.is_integer():
+        bar.set_ticks(sorted(set(frame[column].to_list())))
 
 
 def _draw_front(ax, front: pl.DataFrame, pair: Mapping[str, str]) -> None:
@@ -166,45 +169,43 @@ def _means(ax, table: pl.DataFrame, x: str) -> None:
     ax.legend(fontsize="small")
 
 
-def score_vs_ratio(trials: pl.DataFrame) -> Figure | None:
-    """Scores of the finished trials against the T2I share, with the mean ± std per ratio bucket."""
-    table = effects.effect_by_ratio(trials)
+def score_plot(trials: pl.DataFrame, axis: Axis) -> Figure | None:
+    """The finished trials' scores against an analysed axis (None when it was not swept)."""
+    return (_score_vs_weights if axis.mix else _score_vs_values)(trials, axis)
+
+
+def _limits(axis: Axis) -> dict:
+    return {"xlim": axis.plot.xlim} if axis.plot.xlim else {}
+
+
+def _score_vs_values(trials: pl.DataFrame, axis: Axis) -> Figure | None:
+    """Scores against the axis's value, with the mean ± std of each group at the group's position."""
+    table = effects.effect(trials, axis)
     if table.is_empty():
         return None
-    fig, (ax,) = _panels(1, "Scores vs T2I:Edit ratio", height=3.6)
-    _score_scatter(ax, effects.finished(trials), effects.RATIO)
-    _means(ax, table, "ratio")
-    ticks = np.round(np.arange(0.1, 1.0, 0.2), 1)
-    ax.set_xticks(ticks, [f"{t:.1f}\n{round(10 * t)}:{round(10 - 10 * t)}" for t in ticks])
-    ax.set(xlabel="t2i_edit_ratio (T2I:Edit)", ylabel="score", xlim=(0, 1))
+    plot = axis.plot
+    fig, (ax,) = _panels(1, plot.title, height=3.6)
+    _score_scatter(ax, effects.finished(trials), axis.field, jitter=plot.jitter)
+    position = axis.groups.keys([axis.field])[-1]
+    _means(ax, table, position)
+    if plot.ticks:
+        ax.set_xticks(*plot.ticks(table, position))
+    ax.set(xlabel=plot.xlabel, ylabel="score", **_limits(axis))
     return fig
 
 
-def score_vs_category(trials: pl.DataFrame) -> Figure | None:
-    """Scores of the finished trials against each category's weight in the data mix."""
+def _score_vs_weights(trials: pl.DataFrame, axis: Axis) -> Figure | None:
+    """Scores against each weight of a mix, one panel per component."""
     done = effects.finished(trials)
-    if not effects.mix_swept(done):
+    if not axis.swept(done):
         return None
-    columns = effects.mix_columns(done)
-    fig, panels = _panels(len(columns), "Scores vs the weight of each category in the data mix")
+    columns = axis.columns(done)
+    fig, panels = _panels(len(columns), axis.plot.title)
     for ax, column in zip(panels, columns, strict=True):
-        _score_scatter(ax, done, column)
-        ax.set(xlabel=f"{column} (weight)", ylabel="score", xlim=(0, 1))
+        _score_scatter(ax, done, column, jitter=axis.plot.jitter)
+        ax.set(xlabel=f"{column} (weight)", ylabel="score", **_limits(axis))
     handles = [panels[0].scatter([], [], color=c, label=m) for m, c in SCORE_COLOURS.items() if m in done.columns]
     panels[-1].legend(handles=handles, fontsize="small")
-    return fig
-
-
-def score_vs_switch(trials: pl.DataFrame) -> Figure | None:
-    """Scores of the finished trials against the teacher switch step, with the mean ± std per step."""
-    table = effects.effect_by_switch(trials)
-    if table.is_empty():
-        return None
-    fig, (ax,) = _panels(1, "Scores vs teacher switch step", height=3.6)
-    _score_scatter(ax, effects.finished(trials), effects.SWITCH, jitter=0.08)
-    _means(ax, table, effects.SWITCH)
-    ax.set_xticks(table[effects.SWITCH].to_list())
-    ax.set(xlabel="teacher_switch_step k*\n(base teacher before step k*, specialist from k* on)", ylabel="score")
     return fig
 
 
@@ -228,18 +229,12 @@ def learning_curves(curves: pl.DataFrame, front: pl.DataFrame, objectives: Mappi
     return fig
 
 
-def samples_path(run_dir: str | Path, trial_id: str) -> Path | None:
-    """The sample grid of a trial's last checkpoint that has one (runs/<name>/trial_<id>/checkpoint_*/)."""
-    grids = sorted((Path(run_dir) / f"trial_{trial_id}").glob(f"checkpoint_*/{SAMPLES_FILE}"))
-    return grids[-1] if grids else None
-
-
 def knee_samples(run_dir: str | Path, front: pl.DataFrame, objectives: Mapping[str, str] = DEFAULT_OBJECTIVES) -> Figure | None:
     """The knee trial's final sample grid, titled with its scores."""
     if front.is_empty() or any(m not in front.columns for m in objectives):
         return None
     best = pareto.knee(front, objectives)
-    path = samples_path(run_dir, best["trial_id"])
+    path = RunDir(run_dir).samples(best["trial_id"])
     if path is None:
         return None
     with Image.open(path) as image:
@@ -265,6 +260,11 @@ def show(fig: Figure | None, out_dir: str | Path, name: str, skipped: str) -> Fi
     return fig
 
 
+def axis_figure(trials: pl.DataFrame, axis: Axis) -> tuple[Figure | None, str]:
+    """An analysed axis's score figure, with the reason it may be skipped."""
+    return score_plot(trials, axis), f"{axis.field} was not swept"
+
+
 def figures(
     run_dir: str | Path, objectives: Mapping[str, str] | None = None
 ) -> dict[str, tuple[Figure | None, str]]:
@@ -278,9 +278,7 @@ def figures(
     return {
         "front": (front_by_axis(trials, objectives), "no swept axis to colour by"),
         "hypervolume": (hypervolume_curve(trials, objectives), "no finished trial with every objective"),
-        "score_vs_ratio": (score_vs_ratio(trials), "t2i_edit_ratio was not swept"),
-        "score_vs_category": (score_vs_category(trials), "category_mix was not swept"),
-        "score_vs_switch": (score_vs_switch(trials), "teacher_switch_step was not swept"),
+        **{axis.plot.name: axis_figure(trials, axis) for axis in axes.analysed()},
         "learning_curves": (learning_curves(tables.curves, front, objectives), "no curves of front trials"),
         "knee_samples": (knee_samples(run_dir, front, objectives), "the knee trial has no sample grid"),
     }

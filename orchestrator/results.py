@@ -1,15 +1,15 @@
-"""A sweep's outputs as polars tables: trials.parquet, curves.parquet, pareto.parquet, and the summary.
+"""A sweep's outputs as polars tables: one row per trial, one per report, and the Pareto front.
 
     tables = collect(run_dir, spec, run_ids)       # from the Ray Tune experiment folder alone
-    paths = write(run_dir, tables)
-    print_summary(tables, spec, console)
+    paths = write(run_dir, tables)                 # RunDir's trials, curves and pareto parquet files
 
     tables = load_sweep("runs/task_ratio")         # the written tables again (notebook, promote)
     trials = load_mlflow("sqlite:///mlflow.db", "task_ratio")   # the trials as MLflow holds them
 
 Read from `ray.tune.ExperimentAnalysis` (trial status, config, start time, last result, error) and
 each trial's `result.json` (every report), so the tables can be rebuilt from `runs/<name>` at any time.
-The Pareto maths lives in `orchestrator.pareto`, the per-axis effect tables in `orchestrator.effects`.
+The Pareto maths lives in `orchestrator.pareto`, the per-axis effect tables in `orchestrator.effects`,
+the console summary in `orchestrator.summary`.
 """
 
 from __future__ import annotations
@@ -20,15 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from rich import box
-from rich.console import Console
-from rich.table import Table
 
-from orchestrator import pareto, space
+from orchestrator import pareto
+from orchestrator.rundir import RunDir
+from orchestrator.search import recipe_params
 from orchestrator.spec import SweepSpec, load_spec
-
-FILES = ("trials.parquet", "curves.parquet", "pareto.parquet")
-SPEC_FILE = "spec.yaml"  # the resolved spec, when the sweep keeps a copy in its run dir
 
 
 @dataclass
@@ -43,20 +39,21 @@ def collect(run_dir: Path, spec: SweepSpec, run_ids: dict[str, str] | None = Non
     # Imported here, not at the top: reading tables (notebook, promote) then costs no Ray/MLflow import (≈ 6 s).
     from ray.tune import ExperimentAnalysis
 
-    from orchestrator.tracking import report_metrics, trial_error, trial_outcome
+    from orchestrator.ray_status import error_summary, report_metrics, trial_outcome
 
     analysis = ExperimentAnalysis(str(run_dir))
     trial_rows, curve_rows = [], []
     for trial in sorted(analysis.trials, key=lambda t: t.trial_id):
-        reports = _reports(Path(trial.path) / "result.json")
+        reports = _reports(Path(trial.path) / RunDir.RESULT_FILE)
         trial_rows.append(
             {
                 "trial_id": trial.trial_id,
                 "status": trial_outcome(trial),
                 # when Ray first ran it (unix s): the order in which the searcher proposed the trials
                 "started_at": trial.run_metadata.start_time,
-                "error": trial_error(trial) if trial.status == "ERROR" else None,
-                **space.recipe_params(trial.config),
+                # the experiment folder's copy: the driver's local one went with its Ray session
+                "error": error_summary(trial.get_error()) if trial.status == "ERROR" else None,
+                **recipe_params(trial.config),
                 **report_metrics(trial.last_result or {}),
                 "reports": len(reports),
                 "wall_s": float((trial.last_result or {}).get("time_total_s", 0.0)),
@@ -89,17 +86,16 @@ def pareto_front(trials: pl.DataFrame, spec: SweepSpec) -> pl.DataFrame:
 
 
 def in_start_order(trials: pl.DataFrame) -> pl.DataFrame:
-    """Trials in the order they started (`started_at`; trials.parquet of older sweeps: by trial id)."""
+    """Trials in the order they started (`started_at`; the trials table of an older sweep: by trial id)."""
     if "started_at" not in trials.columns:
         return trials.sort("trial_id")
     return trials.sort(["started_at", "trial_id"], nulls_last=True)
 
 
 def write(run_dir: Path, tables: Tables) -> list[Path]:
-    """trials.parquet, curves.parquet, pareto.parquet in the run dir (atomically: tmp file + rename)."""
+    """The three tables as the run dir's parquet files (RunDir.tables; atomically: tmp file + rename)."""
     paths = []
-    for name, frame in zip(FILES, (tables.trials, tables.curves, tables.pareto), strict=True):
-        path = run_dir / name
+    for path, frame in zip(RunDir(run_dir).tables, (tables.trials, tables.curves, tables.pareto), strict=True):
         tmp = path.with_suffix(".parquet.tmp")
         frame.write_parquet(tmp)
         tmp.replace(path)
@@ -113,19 +109,19 @@ class MissingResultsError(FileNotFoundError):
 
 def load_sweep(run_dir: str | Path) -> Tables:
     """The tables a sweep wrote to `run_dir` (runs/<name>): trials, curves and Pareto front."""
-    run_dir = Path(run_dir)
-    missing = [str(run_dir / name) for name in FILES if not (run_dir / name).is_file()]
+    paths = RunDir(run_dir).tables
+    missing = [str(path) for path in paths if not path.is_file()]
     if missing:
         raise MissingResultsError(
             f"{', '.join(missing)} not found: run the sweep (python -m orchestrator.sweep SPEC) to write "
             "the tables, or finish an interrupted one with --resume"
         )
-    return Tables(*(pl.read_parquet(run_dir / name) for name in FILES))
+    return Tables(*(pl.read_parquet(path) for path in paths))
 
 
 def sweep_objectives(run_dir: str | Path) -> dict[str, str] | None:
     """{metric: mode} of the sweep in `run_dir`, from the spec it keeps there; None when it keeps none."""
-    path = Path(run_dir) / SPEC_FILE
+    path = RunDir(run_dir).spec
     return pareto.objectives_of(load_spec(path)) if path.is_file() else None
 
 
@@ -177,67 +173,3 @@ def _numeric(column: pl.Series) -> pl.Series:
     """An MLflow param column (strings) as floats when every value is a number, else unchanged."""
     as_float = column.cast(pl.Float64, strict=False)
     return as_float if as_float.null_count() == column.null_count() else column
-
-
-def sorted_trials(tables: Tables, spec: SweepSpec) -> pl.DataFrame:
-    """Trials best first by the objectives in order (finished before stopped before failed)."""
-    frame = tables.trials
-    metrics = [o.metric for o in spec.objectives if o.metric in frame.columns]
-    rank = pl.col("status").replace_strict({"FINISHED": 0, "STOPPED": 1}, default=2, return_dtype=pl.Int8)
-    return frame.with_columns(_rank=rank).sort(
-        ["_rank", *metrics],
-        descending=[False, *[o.mode == "max" for o in spec.objectives if o.metric in metrics]],
-        nulls_last=True,
-    ).drop("_rank")
-
-
-def print_summary(tables: Tables, spec: SweepSpec, console: Console) -> None:
-    """The trials sorted by the objectives; `*` marks the Pareto set when there are several objectives."""
-    frame = sorted_trials(tables, spec)
-    params = [key for key in frame.columns if _is_param(key, spec)]
-    metrics = list(dict.fromkeys([o.metric for o in spec.objectives] + ["score"]))
-    metrics = [m for m in metrics if m in frame.columns]
-    pareto = set(tables.pareto["trial_id"]) if not tables.pareto.is_empty() else set()
-    table = Table(box=box.SIMPLE_HEAD, title=f"{spec.name}: {len(frame)} trials")
-    for column in ["trial", "status", *params, *metrics, "wall s"]:
-        table.add_column(column, justify="left" if column in ("trial", "status") else "right", no_wrap=True)
-    for row in frame.iter_rows(named=True):
-        mark = "*" if row["trial_id"] in pareto and len(spec.objectives) > 1 else ""
-        cells = [_cell(row.get(k)) for k in (*params, *metrics)]
-        table.add_row(f"{row['trial_id']}{mark}", row["status"], *cells, f"{row['wall_s']:.0f}")
-    console.print(table)
-    if len(spec.objectives) > 1:
-        console.print(f"* Pareto set on {', '.join(o.metric for o in spec.objectives)}: {len(pareto)} trials")
-    if (frame["status"] == "STOPPED").any():
-        # ASHA stops a trial between full evaluations: its scores are from the last quick benchmark.
-        console.print(f"STOPPED trials: scores from the quick benchmark ({spec.base_recipe.eval_items_quick} items), "
-                      f"FINISHED ones from the full benchmark ({spec.base_recipe.eval_items} items)")
-    failed = frame.filter(pl.col("status") == "FAILED")
-    for row in failed.iter_rows(named=True):
-        console.print(f"  {row['trial_id']} failed: {row['error']}")
-
-
-def no_result_cause(tables: Tables) -> str | None:
-    """Why a sweep produced nothing, in one line, when no trial has a result (FINISHED or STOPPED):
-    the most common error among its trials. None when at least one trial has a result."""
-    trials = tables.trials
-    if trials.height and trials["status"].is_in(["FINISHED", "STOPPED"]).any():
-        return None
-    if not trials.height:
-        return "no trial ran"
-    errors = trials["error"].drop_nulls()
-    if errors.is_empty():
-        return f"no trial finished ({trials.height} trials, none with an error)"
-    failed = int((trials["status"] == "FAILED").sum())
-    top, count = errors.value_counts(sort=True).row(0)
-    return f"no trial finished: {failed} of {trials.height} failed, {count} with {top}"
-
-
-def _is_param(key: str, spec: SweepSpec) -> bool:
-    return key in spec.search or key.partition(".")[0] in spec.search
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.3g}" if isinstance(value, float) else str(value)

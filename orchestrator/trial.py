@@ -1,6 +1,6 @@
 """The Ray Tune trainable: sampled params -> Recipe -> `trainers.distill`, reporting to Tune.
 
-    trainable = make_trainable(spec)        # what `sweep.py` hands to `tune.Tuner`
+    trainable = make_trainable(spec)        # what the sweep engine hands to `tune.Tuner`
 
 One trial is one `distill` call. Every report of the trainer becomes one `tune.report` with a
 checkpoint folder (the trainer's safetensors checkpoint), so a retried trial (lost node, killed
@@ -15,56 +15,22 @@ in the same process and find them warm.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from ray import tune
 
-from orchestrator import gate, space
+from orchestrator import gate
+from orchestrator.rundir import RunDir
+from orchestrator.search import trial_recipe
 from trainers.distill import distill
-from trainers.dmd import DivergedError
-from trainers.evaluate import EvalConfig, build_eval_set, student_generator
+from trainers.divergence import DivergedError
+from trainers.grid import sample_grid
 from trainers.recipe import Recipe
-from trainers.teachers import TeacherSet
-from trainers.world import World, load_world
-
-DIVERGED_MARKER = "diverged.txt"
-"""Written in the trial folder when the trainer diverges: a retry re-raises without training again."""
-
-SAMPLES_FILE = "samples.png"
-
-_WORLDS: dict[str, World] = {}  # per worker process, keyed by the world's name and options
-
-
-class SharedWorld:
-    """A world whose teachers are loaded once: `distill` asks for them on every call."""
-
-    def __init__(self, world: World):
-        self._world = world
-        self._teachers: TeacherSet | None = None
-
-    def load_teachers(self) -> TeacherSet:
-        # Teachers are frozen and never moved off their device by distill, so trials can share them.
-        if self._teachers is None:
-            self._teachers = self._world.load_teachers()
-        return self._teachers
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._world, name)
-
-
-def shared_world(name: str, options: dict[str, Any]) -> World:
-    """The process-wide world for (name, options), built on first use."""
-    key = json.dumps([name, options], sort_keys=True)
-    if key not in _WORLDS:
-        _WORLDS[key] = SharedWorld(load_world(name, **options))  # type: ignore[assignment]
-    return _WORLDS[key]
+from trainers.world import World, shared_world
 
 
 def make_trainable(spec: Any) -> Any:
@@ -85,10 +51,10 @@ def run_trial(
     # Concurrent torch processes thrash on few cores: one thread per requested CPU (DESIGN §10).
     torch.set_num_threads(threads)
     trial_dir = Path(tune.get_context().get_trial_dir())
-    marker = trial_dir / DIVERGED_MARKER
+    marker = trial_dir / RunDir.DIVERGED_FILE
     if marker.exists():  # divergence is deterministic: a retry fails at once instead of re-training
         raise TrialDivergedError(marker.read_text())
-    recipe = Recipe.from_params(base, space.recipe_params(config))
+    recipe = trial_recipe(base, config)
     the_world = shared_world(*world)
     reporter = _Reporter(the_world, recipe)
     checkpoint = tune.get_checkpoint()
@@ -131,7 +97,7 @@ class _Reporter:
         try:
             if self._final is not None:
                 metrics, folder = self._final
-                sample_grid(self.world, student, self.recipe, folder / SAMPLES_FILE)
+                sample_grid(self.world, student, self.recipe, RunDir.samples_in(folder))
                 gate.wait_to_finish(tune.get_context().get_trial_id())  # fault-injection runs only
                 _report(metrics, folder)
         finally:
@@ -146,27 +112,3 @@ def _report(metrics: dict[str, float], folder: Path) -> None:
     )
     for path in sorted(folder.rglob("*"), reverse=True):  # keep the temp dir small between reports
         path.unlink() if path.is_file() else path.rmdir()
-
-
-@torch.no_grad()
-def sample_grid(world: World, student: torch.nn.Module, recipe: Recipe, out: Path, items: int = 32) -> Path:
-    """A PNG of the student's samples on the first benchmark items: T2I rows, then (source, edit) pairs."""
-    es = build_eval_set(world, EvalConfig(items=items, samples_per_prompt=4, seed=0))
-    student.eval()
-    images = student_generator(student, recipe.nfe, recipe.timestep_shift)(
-        es.eps, es.cond, lambda k: es.renoise(k, torch.arange(len(es.cond)))
-    ).clamp(-1, 1)
-    n_t2i = len(es.t2i_rows) * es.samples_per_prompt
-    sources = world.render_edits(es.edit_rows, "source") if hasattr(world, "render_edits") else None
-    tiles = list(images[:n_t2i])
-    for i, edited in enumerate(images[n_t2i:]):
-        tiles += [sources[i], edited] if sources is not None else [edited]
-    cols = 8
-    tiles += [torch.ones_like(tiles[0])] * (-len(tiles) % cols)  # white padding to a full row
-    rows = [torch.cat(tiles[r : r + cols], dim=2) for r in range(0, len(tiles), cols)]
-    grid = ((torch.cat(rows, dim=1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-    scale = max(1, 64 // world.resolution)  # 16-pixel images are too small to see
-    grid = np.kron(grid, np.ones((scale, scale, 1), dtype=np.uint8))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(out)
-    return out

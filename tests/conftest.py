@@ -43,7 +43,7 @@ def micro_sweep(tmp_path_factory, micro_checkpoints):
     from sweep_helpers import write_spec
 
     from orchestrator.spec import load_spec
-    from orchestrator.sweep import run_sweep
+    from orchestrator.sweep.engine import run_sweep
 
     folder = tmp_path_factory.mktemp("micro_sweep")
     path = write_spec(

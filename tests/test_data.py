@@ -34,7 +34,8 @@ def edit_pool() -> pa.Table:
 
 def sampler(prompt_pool, edit_pool, mix=None, ratio=0.5, batch_size=16, seed=0) -> BatchSampler:
     mix = mix if mix is not None else {c: 1.0 for c in CATEGORIES}
-    return BatchSampler(prompt_pool, edit_pool, mix, ratio, batch_size, seed)
+    return BatchSampler(prompt_pool, edit_pool, category_mix=mix, t2i_edit_ratio=ratio, batch_size=batch_size,
+                        seed=seed)
 
 
 def test_text_only_mix_draws_only_text_prompts(prompt_pool, edit_pool):
@@ -110,3 +111,21 @@ def test_errors_name_the_field(prompt_pool, edit_pool):
         normalise_mix({"text": -1.0, "portrait": 2.0})
     with pytest.raises(ValueError, match="edit pool has no column 'edit_type'"):
         sampler(prompt_pool, edit_pool.drop_columns(["edit_type"]))
+
+
+def test_from_recipe_reads_the_data_axes_batch_size_and_seed(prompt_pool, edit_pool):
+    """The run's sampler is the keyword sampler built from the recipe's fields: same draws, same order."""
+    from trainers.recipe import Recipe
+
+    recipe = Recipe(category_mix={"text": 3.0, "portrait": 1.0}, t2i_edit_ratio=0.3, batch_size=7, seed=5)
+    a = BatchSampler.from_recipe(prompt_pool, edit_pool, recipe)
+    b = sampler(prompt_pool, edit_pool, mix={"text": 0.75, "portrait": 0.25}, ratio=0.3, batch_size=7, seed=5)
+    for _ in range(20):
+        x, y = a.sample(), b.sample()
+        assert x.t2i.rows.tolist() == y.t2i.rows.tolist() and x.edit.rows.tolist() == y.edit.rows.tolist()
+    assert a.composition() == b.composition()
+
+
+def test_axis_arguments_are_keyword_only(prompt_pool, edit_pool):
+    with pytest.raises(TypeError):
+        BatchSampler(prompt_pool, edit_pool, {"text": 1.0}, 0.5, 16, 0)  # type: ignore[misc]

@@ -1,168 +1,23 @@
-"""Tests of trainers/dmd.py: DMD2 maths against hand computations, backward simulation, TTUR, guards.
+"""Tests of trainers/dmd.py: the TTUR cycle, warm-up, clipping, EMA, resume, divergence, host syncs.
 
-Toy flow models with the FlowModel call signature stand in for the tiny world's transformers.
+The maths is tested in test_dmd_loss.py, the backward simulation in test_sampling.py.
 Run: .venv/bin/python -m pytest tests/test_dmd.py -q
 """
 
 import copy
+import sys
 
 import pytest
 import torch
-from torch import nn
+from dmd_toys import make_cond, toy_state
 
-from trainers import flow
-from trainers.dmd import (
-    DivergedError,
-    DMDConfig,
-    DMDState,
-    backward_simulate,
-    distribution_matching_grad,
-    distribution_matching_loss,
-    dmd_cycle,
-    fake_score_loss,
-    generator_loss,
-)
-from trainers.teachers import Cond, Teacher, TeacherSet, teacher_schedule
+from trainers.divergence import DivergedError
+from trainers.dmd import CycleLogs, DMDConfig, DMDState, dmd_cycle
+from trainers.recipe import Recipe
+from trainers.sampling import StudentScheduler
+from trainers.teachers import Teacher, TeacherSet, teacher_schedule
 
 torch.set_num_threads(1)
-
-SHAPE = (3, 4, 4)
-
-
-class ConstantX0(nn.Module):
-    """A flow model whose x0 prediction is the constant ``value`` (v = (z_t − value) / t)."""
-
-    def __init__(self, value: torch.Tensor):
-        super().__init__()
-        self.value = nn.Parameter(value.clone())
-
-    def forward(self, z_t, t, text, text_mask, source=None):
-        return (z_t - self.value) / t.reshape(-1, 1, 1, 1)
-
-
-class ToyFlow(nn.Module):
-    """A trainable velocity model: 1×1 conv of z_t plus text and time embeddings (and the source)."""
-
-    def __init__(self, text_dim: int = 4):
-        super().__init__()
-        self.mix = nn.Conv2d(3, 3, 1)
-        self.text = nn.Linear(text_dim, 3)
-        self.time = nn.Linear(1, 3)
-        self.src = nn.Conv2d(3, 3, 1)
-        self.t_seen: list[tuple[list[float], bool]] = []  # (t values, grad enabled) per call
-
-    def forward(self, z_t, t, text, text_mask, source=None):
-        self.t_seen.append((t.tolist(), torch.is_grad_enabled()))
-        pooled = (text * text_mask[..., None]).sum(1) / text_mask.sum(1, keepdim=True).clamp(min=1)
-        h = self.mix(z_t) + (self.text(pooled) + self.time(t[:, None]))[:, :, None, None]
-        return h if source is None else h + self.src(source)
-
-
-def make_cond(n: int, categories=None, edits: int = 0, shape=SHAPE) -> Cond:
-    g = torch.Generator().manual_seed(n)
-    text = torch.randn(n, 3, 4, generator=g)
-    mask = torch.ones(n, 3, dtype=torch.long)
-    cats = tuple(categories or ["text", "landscape"] * (n // 2) + ["portrait"] * (n % 2))
-    is_edit = torch.arange(n) >= n - edits if edits else None
-    source = torch.randn(n, *shape, generator=g) if edits else None
-    return Cond(text, mask, torch.zeros_like(text), mask.clone(), cats, source, is_edit)
-
-
-def toy_state(critic_updates=2, seed=0, **config) -> DMDState:
-    torch.manual_seed(0)
-    teachers = TeacherSet.of(
-        Teacher("base", ToyFlow()), Teacher("text", ToyFlow(), categories=frozenset({"text"}))
-    )
-    cfg = DMDConfig(nfe=4, critic_updates=critic_updates, image_shape=SHAPE, warmup_steps=2, **config)
-    return DMDState.from_base(teachers, teacher_schedule(teachers, nfe=4, switch_step=2), cfg, seed=seed)
-
-
-# --- the maths --------------------------------------------------------------------------------
-
-
-def test_dm_grad_and_generator_gradient_by_hand():
-    x = torch.tensor([[[[1.0, 3.0]]], [[[0.0, -2.0]]]], requires_grad=True)  # 2 samples of 2 pixels
-    x0_real = torch.tensor([[[[0.0, 1.0]]], [[[1.0, 0.0]]]])
-    x0_fake = torch.tensor([[[[2.0, 0.0]]], [[[1.0, 3.0]]]])
-    # normalisers: mean |x − x0_real| = (1 + 2)/2 = 1.5 and (1 + 2)/2 = 1.5
-    want = torch.tensor([[[[2.0, -1.0]]], [[[0.0, 3.0]]]]) / 1.5
-    grad, logs = distribution_matching_grad(x.detach(), x0_real, x0_fake)
-    assert torch.allclose(grad, want)
-    assert logs["dm/normaliser"] == pytest.approx(1.5)
-    generator_loss(x, grad).backward()
-    # d/dx 0.5·mean((x − stopgrad(x − g))²) = g / numel: a step against it moves x towards x0_real − x0_fake
-    assert torch.allclose(x.grad, want / x.numel())
-
-
-def test_dm_grad_zeroes_nans():
-    x = torch.zeros(1, 1, 1, 2)
-    grad, _ = distribution_matching_grad(x, torch.zeros_like(x), torch.ones_like(x))  # normaliser 0 → inf
-    assert torch.isfinite(grad).all()
-
-
-def test_distribution_matching_loss_on_known_x0_models():
-    """Teachers and fake score predict known constants, so the generator gradient is known exactly."""
-    a, b = torch.full(SHAPE, 0.5), torch.full(SHAPE, -0.25)
-    a_text = torch.full(SHAPE, 2.0)
-    teachers = TeacherSet.of(
-        Teacher("base", ConstantX0(a)), Teacher("text", ConstantX0(a_text), categories=frozenset({"text"}))
-    )
-    lam = teacher_schedule(teachers, nfe=4, switch_step=2)
-    x = torch.randn(3, *SHAPE, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
-    cond = make_cond(3, categories=["text", "text", "portrait"])
-    ks = torch.tensor([3, 1, 3])
-    loss, _ = distribution_matching_loss(
-        x, ks, cond, teachers=teachers, schedule=lam, fake=ConstantX0(b), guidance_scale=3.0
-    )
-    loss.backward()
-    real = torch.stack([a_text, a, a])  # item 0: text at step 3 → specialist; the others → base
-    normaliser = (x.detach() - real).abs().mean(dim=(1, 2, 3), keepdim=True)
-    assert torch.allclose(x.grad, (b - real) / normaliser / x.numel(), atol=1e-6)
-
-
-def test_fake_score_loss_is_flow_matching_on_detached_samples():
-    fake = ToyFlow()
-    x = torch.randn(4, *SHAPE, requires_grad=True)
-    cond = make_cond(4)
-    loss = fake_score_loss(fake, x, cond, torch.Generator().manual_seed(0))
-    loss.backward()
-    assert x.grad is None and fake.mix.weight.grad is not None
-    g = torch.Generator().manual_seed(0)
-    t = 0.02 + 0.96 * torch.rand(4, generator=g)
-    eps = torch.randn(x.shape, generator=g)
-    z_t = flow.interpolate(x.detach(), eps, t)
-    want = ((fake(z_t, t, cond.text, cond.text_mask) - (eps - x.detach())) ** 2).mean()
-    assert loss.item() == pytest.approx(want.item(), rel=1e-5)
-
-
-# --- backward simulation -----------------------------------------------------------------------
-
-
-def test_backward_simulation_runs_each_item_to_its_own_step():
-    student = ToyFlow()
-    ts = flow.timesteps(4)
-    ks = torch.tensor([0, 3, 1, 3])
-    x = backward_simulate(student, make_cond(4, edits=1), torch.randn(4, *SHAPE), ts, ks)
-    no_grad = [t for t, grad in student.t_seen if not grad]
-    with_grad = [t for t, grad in student.t_seen if grad]
-    # step j runs only the items with k > j: [1, 2, 3] at j = 0 (split T2I / edit), [1, 3] at 1, [1, 3] at 2
-    assert sorted(v for call in no_grad for v in call) == sorted([1.0] * 3 + [0.75] * 2 + [0.5] * 2)
-    assert sorted(v for call in with_grad for v in call) == sorted([ts[0], ts[3], ts[1], ts[3]])
-    assert x.requires_grad  # one step with gradients
-    x.sum().backward()
-    assert student.mix.weight.grad is not None
-
-
-def test_backward_simulation_matches_student_sampler_at_the_last_step():
-    student = ToyFlow()
-    cond, eps, ts = make_cond(2), torch.randn(2, *SHAPE), flow.timesteps(4)
-    noise = torch.randn(3, 2, *SHAPE, generator=torch.Generator().manual_seed(3))
-    want = flow.student_sample(
-        lambda z, t: student(z, t, cond.text, cond.text_mask), eps, ts, noise=lambda k: noise[k]
-    )
-    got = backward_simulate(student, cond, eps, ts, torch.tensor([3, 3]), torch.Generator().manual_seed(3))
-    # backward_simulate draws its re-noising noise for the active items from the generator in the same order
-    assert torch.allclose(got, want, atol=1e-5)
 
 
 # --- the TTUR cycle ---------------------------------------------------------------------------
@@ -180,7 +35,7 @@ def test_ttur_does_critic_updates_fake_steps_per_generator_step():
     draws = []
     logs = {}
     for _ in range(2):
-        logs = dmd_cycle(state, lambda: draws.append(1) or make_cond(4, edits=1))
+        logs = dmd_cycle(state, lambda: draws.append(1) or make_cond(4, edits=1)).floats()
     assert fake_steps[0] == 6 and student_steps[0] == 2 and state.step == 2
     assert len(draws) == 2 * (3 + 1) * 2  # every update draws its own batches (grad_accum 2)
     for key in (
@@ -206,7 +61,7 @@ def test_warmup_clipping_and_ema():
         )
     )
     before = copy.deepcopy(state.student)
-    logs = dmd_cycle(state, lambda: make_cond(4))
+    logs = dmd_cycle(state, lambda: make_cond(4)).floats()
     assert logs["lr/generator"] == pytest.approx(0.5e-2)  # warm-up 2 steps: first step at half lr
     assert logs["grad_norm/generator"] > 1e-3  # reported before clipping ...
     assert seen[0] <= 1e-3 * (1 + 1e-4)  # ... and clipped before the step
@@ -220,16 +75,16 @@ def test_warmup_clipping_and_ema():
 def test_cycles_are_reproducible_and_resumable():
     a, b = toy_state(seed=5), toy_state(seed=5)
     assert (
-        dmd_cycle(a, lambda: make_cond(4))["loss/generator"]
-        == dmd_cycle(b, lambda: make_cond(4))["loss/generator"]
+        dmd_cycle(a, lambda: make_cond(4)).floats()["loss/generator"]
+        == dmd_cycle(b, lambda: make_cond(4)).floats()["loss/generator"]
     )
     saved = copy.deepcopy(a.state_dict())  # as if written to disk: the optimiser shares its state tensors
     resumed = toy_state(seed=99)
     resumed.student.load_state_dict(a.student.state_dict())
     resumed.fake.load_state_dict(a.fake.state_dict())
     resumed.load_state_dict(saved)
-    want = dmd_cycle(a, lambda: make_cond(4))
-    got = dmd_cycle(resumed, lambda: make_cond(4))
+    want = dmd_cycle(a, lambda: make_cond(4)).floats()
+    got = dmd_cycle(resumed, lambda: make_cond(4)).floats()
     assert got["loss/generator"] == pytest.approx(want["loss/generator"], rel=1e-6) and got["step"] == 2
 
 
@@ -247,13 +102,83 @@ def test_injected_nan_raises_diverged_error():
         dmd_cycle(state, lambda: make_cond(4))
 
 
-def test_config_from_recipe_like_object():
-    class RecipeLike:
-        nfe, critic_updates, guidance_scale, lr_fake, steps = 2, 3, 1.5, 3e-4, 100
+def test_config_from_recipe():
+    recipe = Recipe(nfe=2, timestep_shift=2.0, critic_updates=3, guidance_scale=1.5, lr_fake=3e-4, ema_decay=0.5)
+    cfg = DMDConfig.from_recipe(recipe, image_shape=(3, 32, 32))
+    assert (cfg.nfe, cfg.critic_updates, cfg.guidance_scale, cfg.lr_fake, cfg.ema_decay) == (2, 3, 1.5, 3e-4, 0.5)
+    assert cfg.image_shape == (3, 32, 32) and cfg.t_range == DMDConfig().t_range
+    assert cfg.scheduler == StudentScheduler(2, 2.0) == StudentScheduler.from_recipe(recipe)
 
-    cfg = DMDConfig.from_recipe(RecipeLike(), image_shape=(3, 32, 32))
-    assert (cfg.nfe, cfg.critic_updates, cfg.guidance_scale, cfg.lr_fake) == (2, 3, 1.5, 3e-4)
-    assert cfg.image_shape == (3, 32, 32) and cfg.student_ts == [1.0, 0.5]
+    class Partial:  # a recipe missing a field the updates need is an error, not a silent default
+        nfe, critic_updates = 2, 3
+
+    with pytest.raises(AttributeError, match="timestep_shift"):
+        DMDConfig.from_recipe(Partial(), image_shape=(3, 8, 8))
+
+
+def test_a_parameter_overflowing_after_a_step_is_a_divergence():
+    """A huge step can overflow a parameter from finite gradients: checked after every update."""
+    state = toy_state(critic_updates=2)
+    bias = state.fake.time.bias
+    steps = []
+
+    def overflow(*_):
+        steps.append(1)
+        if len(steps) == 2:  # the second fake-score update
+            with torch.no_grad():
+                bias[0] = float("inf")
+
+    state.opt_fake.register_step_post_hook(overflow)
+    with pytest.raises(DivergedError, match="generator step 0: fake score parameter 'time.bias' is not finite"):
+        dmd_cycle(state, lambda: make_cond(4))
+
+
+def test_a_non_finite_gradient_is_named():
+    state = toy_state(critic_updates=1)
+    state.student.mix.weight.register_hook(lambda g: g * float("nan"))
+    with pytest.raises(DivergedError, match=r"generator step 0: student gradient norm is not finite \(nan\)"):
+        dmd_cycle(state, lambda: make_cond(4))
+    assert state.step == 0  # the failed cycle does not count
+
+
+def test_one_host_sync_for_the_checks_and_none_for_the_logs(monkeypatch):
+    """Inside trainers/, a cycle reads one bool (the checks' verify) and no .item(); floats() syncs once.
+
+    Reads that pick items by value (Cond.select, the schedule's matrix) are the backward
+    simulation's and the teacher mix's own, not checks or logs: they are not counted.
+    """
+    reads = []
+    for name in ("item", "__bool__", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name):
+            caller = sys._getframe(1).f_code
+            if "/trainers/" in caller.co_filename and caller.co_name not in ("select", "matrix"):
+                reads.append((_name, caller.co_name))
+            return _original(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    state = toy_state(critic_updates=3, grad_accum=2)
+    logs = dmd_cycle(state, lambda: make_cond(4))
+    assert reads == [("__bool__", "verify")]
+    reads.clear()
+    logs.floats()
+    assert reads == [("tolist", "floats")]
+
+
+def test_cycle_logs_average_micro_batches_then_updates():
+    t = torch.tensor
+    logs = CycleLogs(
+        fake=[([t(1.0), t(2.0)], t(3.0)), ([t(4.0), t(5.0)], t(6.0))],
+        generator=[{"loss/generator": t(1.0), "dm/grad_norm": t(2.0)}, {"loss/generator": t(3.0), "dm/grad_norm": t(4.0)}],
+        generator_norm=t(7.0, dtype=torch.float64),
+        host={"lr/generator": 0.1, "step": 1.0},
+    )
+    assert logs.floats() == {"loss/generator": 2.0, "dm/grad_norm": 3.0, "grad_norm/generator": 7.0,
+                             "loss/fake": 3.0, "grad_norm/fake": 4.5, "lr/generator": 0.1, "step": 1.0}
+    assert list(logs.floats()) == ["loss/generator", "dm/grad_norm", "grad_norm/generator", "loss/fake",
+                                   "grad_norm/fake", "lr/generator", "step"]
+    assert CycleLogs().floats() == {}
 
 
 @pytest.mark.slow  # importing diffusers alone takes 5-20 s on this machine
@@ -263,5 +188,5 @@ def test_with_the_real_flow_model_when_available():
     teachers = TeacherSet.of(Teacher("base", base))
     cfg = DMDConfig(nfe=2, critic_updates=1, image_shape=(3, 8, 8))
     state = DMDState.from_base(teachers, teacher_schedule(teachers, nfe=2, switch_step=2), cfg)
-    logs = dmd_cycle(state, lambda: make_cond(4, edits=2, shape=(3, 8, 8)))
+    logs = dmd_cycle(state, lambda: make_cond(4, edits=2, shape=(3, 8, 8))).floats()
     assert logs["loss/generator"] == logs["loss/generator"]

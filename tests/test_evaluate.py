@@ -16,7 +16,9 @@ from trainers.evaluate import (
     evaluate,
     evaluate_teacher,
     student_generator,
+    teacher_generator,
 )
+from trainers.sampling import StudentScheduler, euler_sample, timesteps
 
 SMALL = EvalConfig(items=24, samples_per_prompt=2, batch_size=16)
 
@@ -38,13 +40,13 @@ def recording(generate, seen: list):
 
 def test_common_random_numbers(micro_world, teachers):
     base, text = teachers["base"].model, teachers["text"].model
-    first = evaluate(micro_world, student_generator(base, 4), SMALL)
-    again = evaluate(micro_world, student_generator(base, 4), SMALL)
+    first = evaluate(micro_world, student_generator(base, StudentScheduler(4)), SMALL)
+    again = evaluate(micro_world, student_generator(base, StudentScheduler(4)), SMALL)
     scores = {k: v for k, v in first.items() if k not in ("samples_per_s", "eval_s")}
     assert scores == {k: again[k] for k in scores}  # same model ⇒ identical scores
     seen_base, seen_text = [], []
-    evaluate(micro_world, recording(student_generator(base, 4), seen_base), SMALL)
-    evaluate(micro_world, recording(student_generator(text, 4), seen_text), SMALL)
+    evaluate(micro_world, recording(student_generator(base, StudentScheduler(4)), seen_base), SMALL)
+    evaluate(micro_world, recording(student_generator(text, StudentScheduler(4)), seen_text), SMALL)
     assert [k for k, _ in seen_base] == ["eps", 0, 1, 2] * 2  # 2 batches of 16, 12 items; 3 re-noisings
     for (ka, a), (kb, b) in zip(seen_base, seen_text, strict=True):
         assert ka == kb and torch.equal(a, b)  # two different models see identical noise
@@ -86,3 +88,19 @@ def test_teacher_at_50_and_student_scores_are_complete(micro_world, teachers):
 def test_too_many_items_is_a_clear_error(micro_world):
     with pytest.raises(ValueError, match="eval items=4096"):
         build_eval_set(micro_world, EvalConfig(items=4096))
+
+
+def test_generators_are_the_samplers_on_the_benchmark_noise(micro_world, teachers):
+    """The student generator is its scheduler fed the benchmark's re-noising; the teacher's is Euler with CFG."""
+    from trainers.cond import guided_velocity
+
+    es = build_eval_set(micro_world, SMALL)
+    index = torch.arange(6)
+    eps, cond = es.eps[index], es.cond.select(index)
+    base = teachers["base"].model
+    got = student_generator(base, StudentScheduler(3, 2.0))(eps, cond, lambda k: es.renoise(k, index))
+    want = StudentScheduler(3, 2.0).sample(base, cond, eps, lambda k, idx: es.renoise(k, index[idx]))
+    assert torch.equal(got, want)
+    got = teacher_generator(base, 3, 2.5, 2.0)(eps, cond, None)
+    want = euler_sample(lambda z, t: guided_velocity(base, z, t, cond, 2.5), eps, timesteps(3, 2.0))
+    assert torch.equal(got, want)

@@ -28,8 +28,8 @@ import yaml
 from mlflow_server import Server, mlflow_server
 from PIL import Image, ImageStat
 
-from orchestrator import tracking
 from orchestrator.spec import load_spec
+from orchestrator.tracking.view import VIEW_KEY, view_url
 
 pytestmark = pytest.mark.slow
 
@@ -137,7 +137,7 @@ def test_rest_api_shows_the_sweep_as_nested_runs(server, micro_sweep):
     assert runs.parent["info"]["run_name"] == spec.name
     assert len(runs.children) == spec.budget.trials
     assert len({tags(child)["trial_id"] for child in runs.children}) == spec.budget.trials
-    bounds = spec.search["t2i_edit_ratio"].float_
+    bounds = spec.search["t2i_edit_ratio"].bounds
     for child in runs.children:
         check_child(server, child, parent_id, dict(spec.base), bounds)
     assert {"spec.yaml", "trials.parquet"} <= artifact_paths(server, runs.parent)
@@ -151,11 +151,11 @@ def saved_view_url(server: Server, experiment_id: str) -> str:
     """The runs page with the comparison view the sweep saved with its experiment (checked here)."""
     experiment = api(server, "experiments/get", experiment_id=experiment_id)["experiment"]
     tags = {t["key"]: t["value"] for t in experiment.get("tags", [])}
-    key = f"mlflow.sharedViewState.{tracking.VIEW_KEY}"
+    key = f"mlflow.sharedViewState.{VIEW_KEY}"
     assert key in tags, f"the sweep saved no comparison view: experiment tags {sorted(tags)}"
     view = json.loads(tags[key])
     assert view["searchFilter"].endswith("and tags.role = 'trial'") and "tags.sweep_id = '" in view["searchFilter"]
-    return tracking.view_url(server.url, experiment_id)
+    return view_url(server.url, experiment_id)
 
 
 # True once document.body.innerText shows the expected "N matching runs", every expected word (a

@@ -1,29 +1,23 @@
-"""Pareto front, knee, hypervolume, effect tables and the sweep loaders.
+"""Pareto front, knee and hypervolume (the sweep's tables: tests/test_results.py).
 
     .venv/bin/python -m pytest tests/test_pareto.py -q
 
 The front and the hypervolume are checked against Optuna's own implementations on random point
 sets (hypothesis): `study.best_trials` of a real multi-objective study, and
 `optuna._hypervolume.compute_hypervolume` (which minimises, so maximised axes are negated).
-The loaders run on the shared `micro_sweep` fixture.
 """
 
 from __future__ import annotations
-
-import json
-import math
 
 import numpy as np
 import optuna
 import polars as pl
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from optuna._hypervolume import compute_hypervolume
 
-from orchestrator import effects, pareto, results
-from orchestrator.spec import load_spec
+from orchestrator import pareto
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -172,124 +166,3 @@ def test_knee_of_one_point_is_that_point_and_of_none_an_error():
     assert pareto.knee(front, {"x": "max", "y": "min"}) == {"id": "a", "x": 0.3, "y": 0.1}
     with pytest.raises(ValueError, match="front is empty"):
         pareto.knee(front.clear(), {"x": "max", "y": "min"})
-
-
-# -- results.pareto_front (the spec's objectives, finished trials only) -----------------------------
-
-
-def test_results_pareto_front_ignores_unfinished_trials(micro_sweep):
-    spec = load_spec(micro_sweep)
-    trials = pl.DataFrame(
-        {
-            "trial_id": ["a", "b", "c"],
-            "status": ["FINISHED", "STOPPED", "FINISHED"],
-            "t2i_score": [0.5, 0.9, 0.4],
-            "edit_score": [0.5, 0.9, 0.4],
-        }
-    )
-    assert results.pareto_front(trials, spec)["trial_id"].to_list() == ["a"]
-    assert pareto.objectives_of(spec) == {"t2i_score": "max", "edit_score": "max"}
-
-
-# -- effect tables -------------------------------------------------------------------------------
-
-
-@pytest.fixture()
-def swept() -> pl.DataFrame:
-    """Hand-made trials over all three axes (the last one stopped early: it must not count)."""
-    return pl.DataFrame(
-        {
-            "trial_id": list("abcde"),
-            "status": ["FINISHED"] * 4 + ["STOPPED"],
-            "t2i_edit_ratio": [0.1, 0.12, 0.5, 1.0, 0.5],
-            "teacher_switch_step": [0, 0, 2, 4, 2],
-            "category_mix.landscape": [0.7, 0.1, 0.2, 0.3, 0.9],
-            "category_mix.portrait": [0.2, 0.8, 0.2, 0.3, 0.05],
-            "category_mix.text": [0.1, 0.1, 0.6, 0.4, 0.05],
-            "t2i_score": [0.2, 0.4, 0.6, 0.9, 0.0],
-            "edit_score": [0.8, 0.6, 0.5, 0.1, 0.0],
-            "score": [0.5, 0.5, 0.55, 0.5, 0.0],
-        }
-    )
-
-
-def test_effect_by_ratio_buckets_finished_trials(swept):
-    table = effects.effect_by_ratio(swept)
-    assert table["ratio"].to_list() == pytest.approx([0.1, 0.5, 0.975])  # 1.0 joins the last bucket
-    assert table["n"].to_list() == [2, 1, 1]
-    assert table["t2i_score_mean"].to_list() == pytest.approx([0.3, 0.6, 0.9])
-    assert table["t2i_score_std"][0] == pytest.approx(math.sqrt(0.02))
-    coarse = effects.effect_by_ratio(swept, buckets=[0.3])
-    assert coarse["n"].to_list() == [2, 2] and coarse["ratio_hi"].to_list() == [0.3, 1.0]
-
-
-def test_effect_by_category_groups_by_the_dominant_category(swept):
-    table = effects.effect_by_category(swept)
-    assert table["dominant_category"].to_list() == ["landscape", "portrait", "text"]
-    assert table["n"].to_list() == [1, 1, 2]
-    assert table["edit_score_mean"].to_list() == pytest.approx([0.8, 0.6, 0.3])
-    assert table["mean_weight"][0] == pytest.approx(0.7)
-
-
-def test_effect_by_switch_groups_by_step(swept):
-    table = effects.effect_by_switch(swept)
-    assert table["teacher_switch_step"].to_list() == [0, 2, 4]
-    assert table["score_mean"].to_list() == pytest.approx([0.5, 0.55, 0.5])
-
-
-def test_effect_tables_are_empty_when_the_axis_was_not_swept(swept):
-    # MLflow frames carry the base value of every param: a constant column is not a swept axis
-    constant = swept.with_columns(pl.lit(0.5).alias("t2i_edit_ratio"), pl.lit(4).alias("teacher_switch_step"))
-    assert effects.effect_by_ratio(constant).is_empty()
-    assert effects.effect_by_switch(constant).is_empty()
-    assert effects.effect_by_category(swept.select("trial_id", "status", "score")).is_empty()
-
-
-# -- loading a sweep ------------------------------------------------------------------------------
-
-
-def test_load_sweep_reads_the_tables(micro_sweep):
-    run_dir = micro_sweep.parent / "runs" / "micro"
-    tables = results.load_sweep(run_dir)
-    assert tables.trials.equals(pl.read_parquet(run_dir / "trials.parquet"))
-    assert set(tables.pareto["trial_id"]) <= set(tables.trials["trial_id"])
-    assert set(tables.curves["trial_id"]) <= set(tables.trials["trial_id"])
-    started = results.in_start_order(tables.trials)["started_at"].to_list()
-    assert started == sorted(started) and None not in started
-
-
-def test_load_sweep_says_what_is_missing(tmp_path):
-    pl.DataFrame({"trial_id": ["a"]}).write_parquet(tmp_path / "trials.parquet")
-    with pytest.raises(results.MissingResultsError, match=r"curves\.parquet, .*pareto\.parquet not found.*--resume"):
-        results.load_sweep(tmp_path)
-
-
-def test_sweep_objectives_come_from_the_spec_kept_in_the_run_dir(micro_sweep, tmp_path):
-    assert results.sweep_objectives(tmp_path) is None
-    spec = yaml.safe_load(micro_sweep.read_text())
-    spec["objectives"] = [{"metric": "score", "mode": "max"}, {"metric": "fd", "mode": "min"}]
-    (tmp_path / results.SPEC_FILE).write_text(yaml.safe_dump(spec))
-    assert results.sweep_objectives(tmp_path) == {"score": "max", "fd": "min"}
-
-
-def test_load_mlflow_matches_the_trials_table(micro_sweep):
-    folder = micro_sweep.parent
-    trials = pl.read_parquet(folder / "runs" / "micro" / "trials.parquet")
-    mlflow_trials = results.load_mlflow(f"sqlite:///{folder / 'mlflow.db'}", "micro")
-    assert sorted(mlflow_trials["trial_id"]) == sorted(trials["trial_id"])
-    joined = trials.join(mlflow_trials, on="trial_id", suffix="_mlflow")
-    assert joined["t2i_edit_ratio"].to_list() == pytest.approx(joined["t2i_edit_ratio_mlflow"].to_list())
-    assert joined["t2i_score"].to_list() == pytest.approx(joined["t2i_score_mlflow"].to_list())
-    assert joined["status"].to_list() == joined["status_mlflow"].to_list()
-    assert joined["mlflow_run_id"].to_list() == joined["mlflow_run_id_mlflow"].to_list()
-    assert mlflow_trials["steps"].dtype == pl.Float64  # numeric params become floats
-    sweep_id = json.loads((folder / "runs" / "micro" / "sweep.json").read_text())["sweep_id"]
-    same = results.load_mlflow(f"sqlite:///{folder / 'mlflow.db'}", "micro", sweep_id=sweep_id)
-    assert same["trial_id"].to_list() == mlflow_trials["trial_id"].to_list()
-    assert results.load_mlflow(f"sqlite:///{folder / 'mlflow.db'}", "micro", sweep_id="other").is_empty()
-
-
-def test_load_mlflow_names_an_unknown_experiment(micro_sweep):
-    uri = f"sqlite:///{micro_sweep.parent / 'mlflow.db'}"
-    with pytest.raises(results.MissingResultsError, match="no MLflow experiment named 'nope'"):
-        results.load_mlflow(uri, "nope")

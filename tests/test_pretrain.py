@@ -10,8 +10,8 @@ import json
 import torch
 
 from trainers import flow
+from trainers.cond import EDIT, velocity
 from trainers.models import FlowModel
-from trainers.teachers import EDIT, velocity
 from trainers.tinyworld.pretrain import TeacherConfig, TeacherData, _drop_text, train_teacher
 
 

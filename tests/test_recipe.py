@@ -6,10 +6,9 @@ Run: .venv/bin/python -m pytest tests/test_recipe.py -q
 from __future__ import annotations
 
 import pytest
-import yaml
 from pydantic import ValidationError
 
-from trainers.recipe import RECIPE_FIELDS, Recipe, YamlLoader
+from trainers.recipe import RECIPE_FIELDS, Recipe
 
 
 def test_defaults_are_valid():
@@ -131,23 +130,6 @@ def test_yaml_round_trip(tmp_path):
     path = tmp_path / "recipe.yaml"
     path.write_text(recipe.to_yaml())
     assert Recipe.from_yaml(path) == recipe
-
-
-def test_yaml_dialect_is_yaml_1_2_for_scalars():
-    """`1e-4` is a float and `no` a string (PyYAML's YAML 1.1 says str and False)."""
-    data = yaml.load(
-        "a: 1e-4\nb: no\nc: on\nd: true\ne: 010\nf: 1:20\ng: 2024-01-01\nh: ~", Loader=YamlLoader
-    )  # noqa: S506
-    assert data == {
-        "a": 1e-4,
-        "b": "no",
-        "c": "on",
-        "d": True,
-        "e": 10.0,
-        "f": "1:20",
-        "g": "2024-01-01",
-        "h": None,
-    }
 
 
 def test_hand_written_yaml(tmp_path):

@@ -20,7 +20,7 @@ from sweep_helpers import mlflow_runs, write_spec
 
 from benchmarks.kill_soak import kill_group
 from orchestrator import gate
-from orchestrator.search import DedupOptunaSearch
+from orchestrator.search.dedup import DedupOptunaSearch
 
 ROOT = Path(__file__).parent.parent
 pytestmark = pytest.mark.slow

@@ -1,99 +1,35 @@
-"""The sweep's searcher never spends a trial on a recipe it already proposed (no Ray cluster needed).
+"""orchestrator.search: sampled configs to the Recipe a trial runs (`trial_recipe`, the one place).
 
 Run: .venv/bin/python -m pytest tests/test_search.py -q
 """
 
 from __future__ import annotations
 
-import pickle
-import threading
-
-import optuna
 import pytest
-from ray.tune.search import Searcher
+from pydantic import ValidationError
 
-from orchestrator import space
-from orchestrator.search import DedupOptunaSearch
-from orchestrator.spec import SearchEntry
-
-
-def _searcher(entry: dict, sampler: str = "random", multi: bool = False) -> DedupOptunaSearch:
-    from orchestrator.spec import SamplerSpec
-
-    search = {"t2i_edit_ratio": SearchEntry.model_validate(entry)}
-    metric, mode = (["t2i_score", "edit_score"], ["max", "max"]) if multi else ("score", "max")
-    return DedupOptunaSearch(
-        space=space.build_space(search), metric=metric, mode=mode,
-        sampler=space.make_sampler(SamplerSpec(name=sampler, seed=0), search),
-    )
+from orchestrator.search import is_raw_key, raw_key, recipe_params, trial_recipe
+from trainers.recipe import Recipe
 
 
-def test_a_repeated_point_is_asked_again_and_a_spent_space_ends_the_search():
-    searcher = _searcher({"choice": [0.2, 0.5, 0.8]})
-    configs = [searcher.suggest(f"t{i}") for i in range(3)]
-    assert sorted(c["t2i_edit_ratio"] for c in configs) == [0.2, 0.5, 0.8]
-    assert searcher.suggest("t3") == Searcher.FINISHED  # three points, all taken: no re-runs
-    assert searcher.duplicates > 0
-    repeats = [t for t in searcher._ot_study.trials if "duplicate_of" in t.user_attrs]
-    assert {t.state for t in repeats} == {optuna.trial.TrialState.FAIL}  # twins still running: no values
+def test_raw_simplex_draws_are_named_apart_and_dropped():
+    assert raw_key("category_mix", "text") == "category_mix.raw.text" and is_raw_key("category_mix.raw.text")
+    assert not is_raw_key("category_mix.text") and not is_raw_key("t2i_edit_ratio")
+    params = {"category_mix.raw.text": 0.3, "category_mix.text": 0.5, "steps": 3}
+    assert recipe_params(params) == {"category_mix.text": 0.5, "steps": 3}
 
 
-def test_a_finished_twin_lends_its_values_to_the_repeat():
-    searcher = _searcher({"float": [0.1, 0.3], "step": 0.1}, sampler="nsga2", multi=True)
-    first = searcher.suggest("a")
-    searcher.on_trial_complete("a", {"t2i_score": 0.6, "edit_score": 0.4, **first})
-    seen = [first["t2i_edit_ratio"]]
-    for trial_id in ("b", "c"):
-        config = searcher.suggest(trial_id)
-        seen.append(config["t2i_edit_ratio"])
-        searcher.on_trial_complete(trial_id, {"t2i_score": 0.5, "edit_score": 0.5, **config})
-    assert sorted(seen) == [0.1, 0.2, 0.3]
-    repeats = [t for t in searcher._ot_study.trials if "duplicate_of" in t.user_attrs]
-    assert len(repeats) == searcher.duplicates > 0
-    for t in repeats:  # every twin had finished when its repeat came
-        assert t.state == optuna.trial.TrialState.COMPLETE
-        assert t.values == searcher._values[t.user_attrs["duplicate_of"]]
+def test_trial_recipe_is_the_base_with_the_sampled_config_over_it():
+    base = {"steps": 60, "nfe": 4, "category_mix": {"landscape": 1.0, "text": 1.0}}
+    config = {"t2i_edit_ratio": 0.3, "category_mix.raw.landscape": 0.9, "category_mix.raw.text": 0.1,
+              "category_mix.landscape": 0.25, "category_mix.text": 0.75}
+    recipe = trial_recipe(base, config)
+    assert recipe == Recipe.from_params(base, recipe_params(config))
+    assert (recipe.steps, recipe.t2i_edit_ratio, recipe.category_mix) == (60, 0.3, {"landscape": 0.25, "text": 0.75})
+    assert trial_recipe(base, {}) == Recipe.model_validate(base)
+    assert base == {"steps": 60, "nfe": 4, "category_mix": {"landscape": 1.0, "text": 1.0}}  # not modified
 
 
-# -- saving: Tune pickles the searcher (tuner.pkl, and its attributes in a search-state file) ----------
-
-
-def _portable_searcher(sampler: str) -> DedupOptunaSearch:
-    import functools
-
-    from orchestrator.search import PortableSampler
-    from orchestrator.spec import SamplerSpec
-
-    search = {"t2i_edit_ratio": SearchEntry.model_validate({"float": [0.05, 0.95], "step": 0.05})}
-    options = {"population_size": 4} if sampler == "nsga2" else {}
-    factory = functools.partial(space.make_sampler, SamplerSpec(name=sampler, seed=0, options=options), search)
-    return DedupOptunaSearch(
-        space=space.build_space(search), metric=["t2i_score", "edit_score"], mode=["max", "max"],
-        sampler=PortableSampler(factory),
-    )
-
-
-@pytest.mark.parametrize("sampler", ["nsga2", "tpe", "random", "gp"])
-def test_every_sampler_saves_restores_and_proposes_what_the_original_would(sampler, tmp_path):
-    """NSGA-II holds a thread lock (Optuna 5.1): rebuilt on restore, the rest (random state) kept."""
-    searcher = _portable_searcher(sampler)
-    for i in range(6):
-        searcher.suggest(f"t{i}")
-        searcher.on_trial_complete(f"t{i}", {"t2i_score": 0.1 * i, "edit_score": 0.5 - 0.05 * i})
-    searcher.check_savable(sampler)
-    searcher.save_to_dir(str(tmp_path))  # what Tune writes into the experiment folder
-    restored = DedupOptunaSearch()
-    restored.restore_from_dir(str(tmp_path))
-    assert len(restored._ot_study.trials) == len(searcher._ot_study.trials)
-    assert restored._ot_study.sampler is not searcher._ot_study.sampler
-    assert [restored.suggest(f"n{i}") for i in range(3)] == [searcher.suggest(f"n{i}") for i in range(3)]
-    assert pickle.loads(pickle.dumps(searcher)).suggest("m") == searcher.suggest("m")  # tuner.pkl's way
-
-
-def test_a_sampler_that_cannot_be_saved_is_a_clear_error():
-    from orchestrator.search import SearcherNotSavable
-
-    searcher = _searcher({"float": [0.1, 0.9], "step": 0.1})
-    searcher._unsavable = threading.Lock()  # stands for any state pickle refuses
-    with pytest.raises(SearcherNotSavable, match="the random sampler cannot be saved with the sweep"):
-        searcher.check_savable("random")
+def test_an_invalid_point_is_the_recipe_s_own_error():
+    with pytest.raises(ValidationError, match="teacher_switch_step"):
+        trial_recipe({"nfe": 2}, {"teacher_switch_step": 3})

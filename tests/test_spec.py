@@ -1,8 +1,10 @@
 """orchestrator.spec: every malformed spec gives exit 2 with `file:line: key.path: ...`, nothing else.
 
-Each case goes through the CLI entry point (`orchestrator.sweep.main`) in an empty tmp dir:
+Each case goes through the CLI entry point (`orchestrator.sweep.cli.main`) in an empty tmp dir:
 exit status 2, the expected line and key path on stderr, no traceback, no file created.
 A hypothesis test then throws mutated specs at the loader: valid SweepSpec or clean SpecError only.
+The parts have their own tests: test_yamlio, test_spec_base, test_entries, test_samplers,
+test_validate, test_world_spec.
 
 Run: .venv/bin/python -m pytest tests/test_spec.py -q
 """
@@ -10,9 +12,6 @@ Run: .venv/bin/python -m pytest tests/test_spec.py -q
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,9 +19,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.errors import SpecError
+from orchestrator.search import trial_recipe
 from orchestrator.spec import SweepSpec, load_spec
-from orchestrator.sweep import main
+from orchestrator.sweep.cli import main
+from orchestrator.yamlio import SpecError
 
 # Line numbers below refer to this text (1-based).
 VALID = """\
@@ -595,67 +595,6 @@ def test_unresolvable_world_is_reported_once(tmp_path):
     assert [p.where for p in info.value.problems] == ["world"]
 
 
-def test_tiny_world_info_loads_nothing(tmp_path):
-    """world_info describes the tiny world from its constants: no checkpoint folder, no pools, no weights."""
-    from trainers.tinyworld.world import TinyWorld
-    from trainers.world import World, WorldInfo, world_info
-
-    info = world_info("tiny", checkpoints=tmp_path / "no-such-checkpoints", resolution=32)
-    assert isinstance(info, WorldInfo) and info.name == "tiny"
-    assert info.categories == ("landscape", "portrait", "text")
-    assert info.edit_types == TinyWorld.edit_types and "mirror" in info.edit_types
-    assert dict(info.specialists) == {"text": frozenset({"text"})}
-    assert info.teachers == ("base", "text") and info.resolutions == (16, 32)
-    assert set(info.metrics) == {"score", "t2i_score", "edit_score", "diversity", "fd", "adherence", "purity"}
-    assert info.mode("fd") == "min" and info.mode("score") == "max"
-    assert info.mode("t2i_score/text") == "max" and info.mode("edit_score/mirror") == "max"
-    assert info.mode("t2i_score/mirror") is None and info.mode("fd/text") is None and info.mode("clip") is None
-    assert not (tmp_path / "no-such-checkpoints").exists()
-    # In a fresh interpreter: describing the world imports no model code (diffusers) at all.
-    probe = (
-        "import sys; from trainers.world import world_info; info = world_info('tiny', checkpoints='/nowhere'); "
-        "assert 'trainers.models' not in sys.modules and 'diffusers' not in sys.modules, 'model code imported'; "
-        "print(','.join(info.categories))"
-    )
-    root = Path(__file__).parent.parent
-    result = subprocess.run(
-        [sys.executable, "-c", probe], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)},
-        capture_output=True, text=True, timeout=300,
-    )
-    assert (result.returncode, result.stdout.strip()) == (0, "landscape,portrait,text"), result.stderr
-    # The interface: TinyWorld is a World, and its instance answers the same without loading anything.
-    world = TinyWorld(checkpoints=tmp_path / "no-such-checkpoints")
-    assert isinstance(world, World) and world.info() == TinyWorld.info()
-    assert world._pools == {}
-    with pytest.raises(ValueError, match="unknown option"):
-        world_info("tiny", checkpoint="x")
-    with pytest.raises(ValueError, match="resolution"):
-        world_info("tiny", resolution=64)
-
-
-def test_world_info_refuses_what_it_cannot_resolve(tmp_path):
-    (tmp_path / "real").mkdir()
-    (tmp_path / "real" / "world.yaml").write_text("kind: diffusers\n")
-    from trainers.world import load_world, world_info
-
-    with pytest.raises(ValueError, match="only the embedded world 'tiny' is available"):
-        world_info(tmp_path / "real")
-    with pytest.raises(ValueError, match="no such file or folder"):
-        world_info(tmp_path / "absent")
-    with pytest.raises(ValueError, match="only the embedded world 'tiny' is available"):
-        load_world(tmp_path / "real")
-
-
-def test_metric_helpers_default_to_the_tiny_world():
-    from orchestrator import spec
-
-    assert spec.better("fd") == "min" and spec.better("t2i_score/text") == "max"
-    assert spec.is_known_metric("edit_score/mirror") and not spec.is_known_metric("edit_score/landscape")
-    assert spec.KNOWN_METRICS["fd"] == "min" and set(spec.GROUPED_METRICS) == {"t2i_score", "edit_score"}
-    with pytest.raises(KeyError):
-        spec.better("clip")
-
-
 def test_all_problems_are_collected(tmp_path):
     """One broken spec, many problems, all reported together, in line order."""
     text = (
@@ -770,4 +709,4 @@ def test_mutated_specs_load_or_fail_cleanly(text, tmp_path_factory):
         assert all(p.line is None or p.line >= 1 for p in exc.problems)
     else:
         assert isinstance(spec, SweepSpec)
-        spec.recipe({})  # the resolved base is a valid Recipe
+        trial_recipe(spec.base, {})  # the resolved base is a valid Recipe

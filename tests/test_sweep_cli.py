@@ -130,3 +130,94 @@ def test_help_documents_every_flag(tmp_path):
 def test_resume_and_fresh_exclusive(tmp_path):
     result = _sweep(str(ROOT / "search_spaces" / "task_ratio.yaml"), "--resume", "--fresh", cwd=tmp_path)
     assert result.returncode == 2 and "not allowed with" in result.stderr
+
+
+# -- after the sweep: in process, with the engine replaced (tests/test_sweep_engine.py runs it) ---------
+
+SPEC = "name: cli\nsearch:\n  t2i_edit_ratio: {float: [0.1, 0.9]}\nobjectives: [{metric: score, mode: max}]\n"
+
+
+def _outcome(tmp_path, status: list[str], uri: str = "sqlite:///mlflow.db"):
+    import polars as pl
+
+    from orchestrator.results import Tables
+    from orchestrator.sweep.engine import SweepOutcome
+
+    trials = pl.DataFrame({
+        "trial_id": [f"t{i}" for i in range(len(status))], "status": status,
+        "error": [("ValueError: bad" if s == "FAILED" else None) for s in status],
+        "t2i_edit_ratio": [0.5] * len(status), "score": [0.4] * len(status), "wall_s": [3.0] * len(status),
+    })
+    return SweepOutcome(tmp_path / "runs" / "cli", Tables(trials, pl.DataFrame(), trials.clear()), 12.3, uri, "7")
+
+
+def _main(tmp_path, monkeypatch, capsys, outcome=None, error=None, *flags):
+    from orchestrator.sweep import cli, engine
+
+    def run_sweep(spec, **kwargs):
+        if error is not None:
+            raise engine.SweepError(error)
+        return outcome
+
+    monkeypatch.setattr(engine, "run_sweep", run_sweep)
+    (tmp_path / "cli.yaml").write_text(SPEC)
+    with pytest.raises(SystemExit) as exited:
+        cli.main([str(tmp_path / "cli.yaml"), *flags])
+    out, err = capsys.readouterr()
+    return exited.value.code, out, err
+
+
+def test_a_sweep_that_cannot_start_exits_1_with_its_reason(tmp_path, monkeypatch, capsys):
+    code, out, err = _main(tmp_path, monkeypatch, capsys, error="runs/cli exists: use --resume")
+    assert (code, out, err) == (1, "", "error: runs/cli exists: use --resume\n")
+
+
+def test_a_finished_sweep_says_where_its_tables_are_and_how_to_compare_its_trials(tmp_path, monkeypatch, capsys):
+    code, out, err = _main(tmp_path, monkeypatch, capsys, _outcome(tmp_path, ["FINISHED", "FAILED"]))
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert f"cli: 2 trials in 12 s; tables in {tmp_path / 'runs' / 'cli'}" in lines
+    assert "compare the trials: mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1" in lines
+    assert lines[-1] == "  then open http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning&viewStateShareKey=trials"
+    server = _outcome(tmp_path, ["FINISHED"], uri="http://mlflow:5000")
+    code, out, _ = _main(tmp_path, monkeypatch, capsys, server)
+    assert out.splitlines()[-1].startswith("compare the trials: http://mlflow:5000/#/experiments/7/runs?")
+
+
+def test_a_sweep_without_a_result_exits_1_with_the_cause(tmp_path, monkeypatch, capsys):
+    code, out, err = _main(tmp_path, monkeypatch, capsys, _outcome(tmp_path, ["FAILED", "FAILED"]))
+    details = tmp_path / "runs" / "cli" / "trials.parquet"
+    assert code == 1 and err == f"error: no trial finished: 2 of 2 failed, 2 with ValueError: bad (details: {details})\n"
+    assert "t0 failed: ValueError: bad" in out and "compare the trials" not in out
+
+
+def test_pending_mlflow_writes_are_named_with_the_command_that_delivers_them(tmp_path, monkeypatch, capsys):
+    from orchestrator.rundir import RunDir
+
+    outcome = _outcome(tmp_path, ["FINISHED"], uri="http://mlflow:5000")
+    run = RunDir(outcome.run_dir)
+    run.path.mkdir(parents=True)
+    run.journal.write_text('{"op": "report", "trial": "t0", "step": 2}\n')
+    code, out, _ = _main(tmp_path, monkeypatch, capsys, outcome, None, "--runs-dir", str(tmp_path / "runs"))
+    spec = tmp_path / "cli.yaml"
+    assert code == 0
+    assert f"1 MLflow writes pending in {run.journal} (metric reports: 1; trials t0)\n" in out
+    assert (f"  deliver them once http://mlflow:5000 is back: python -m orchestrator.sweep {spec} --resume "
+            f"--runs-dir {tmp_path / 'runs'}\n") in out
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_trials_all_fail_exits_1_with_the_cause(tmp_path, micro_checkpoints):
+    """With its own Ray, shut down before the tables are read: their errors come from the run folder."""
+    from sweep_helpers import write_spec
+
+    spec = write_spec(
+        tmp_path, micro_checkpoints, name="allcrash", search={"mixed_precision": {"grid": ["fp16"]}},
+        objectives=[{"metric": "score", "mode": "max"}], sampler={"name": "grid", "seed": 0},
+        scheduler=None, budget={"trials": 1, "concurrent": 1, "max_failures": 0},
+    )
+    result = _sweep(spec.name, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    cause = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(cause) == 1 and cause[0].startswith("error: no trial finished: 1 of 1 failed, 1 with ValueError: ")
+    assert cause[0].endswith(f" (details: {tmp_path / 'runs' / 'allcrash' / 'trials.parquet'})")

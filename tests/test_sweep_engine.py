@@ -1,7 +1,9 @@
-"""The sweep engine end to end on the micro world: Ray Tune + OptunaSearch + ASHA -> parquet + MLflow.
+"""The sweep engine (orchestrator/sweep/engine.py): its run folder, its Tuner, and whole micro sweeps.
 
 Run: .venv/bin/python -m pytest tests/test_sweep_engine.py -q
-One local Ray (2 CPUs) is shared by the module; each sweep trains real micro DMD trials.
+The run-folder and Tuner checks need no Ray. The `slow` ones run end to end on the micro world
+(Ray Tune + OptunaSearch + ASHA -> parquet + MLflow); one local Ray (2 CPUs) is shared by them,
+and each sweep trains real micro DMD trials.
 """
 
 from __future__ import annotations
@@ -10,22 +12,111 @@ import optuna
 import polars as pl
 import pytest
 import ray
+import yaml
 from mlflow.tracking import MlflowClient
 from sweep_helpers import micro_spec, mlflow_runs
 
-from orchestrator import results
-from orchestrator.sweep import SweepError, run_sweep
+from orchestrator.rundir import RunDir
+from orchestrator.spec import load_spec, spec_hash
+from orchestrator.summary import sorted_trials
+from orchestrator.sweep import engine
+from orchestrator.sweep.engine import SweepError, prepare_run_dir, run_sweep, sweep_info, trial_dirname
 
-pytestmark = pytest.mark.slow
 
-
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def ray_session():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     yield
     ray.shutdown()
 
 
+on_ray = pytest.mark.usefixtures("ray_session")
+
+SPEC = """\
+name: engine
+search: {t2i_edit_ratio: {float: [0.1, 0.9]}}
+objectives: [{metric: t2i_score, mode: max}, {metric: fd, mode: min}]
+"""
+
+
+@pytest.fixture()
+def spec(tmp_path):
+    path = tmp_path / "engine.yaml"
+    path.write_text(SPEC)
+    return load_spec(path)
+
+
+# -- the run folder and the Tuner (no Ray) --------------------------------------------------------
+
+
+def test_a_new_run_folder_holds_the_resolved_spec_and_the_sweep_id(spec, tmp_path):
+    run = RunDir.of(tmp_path / "runs", spec.name)
+    sweep_id = prepare_run_dir(run, spec, resume=False, fresh=False, console=None)
+    assert run.record() == {"sweep_id": sweep_id, "spec_hash": spec_hash(spec), "name": "engine"}
+    assert load_spec(run.spec) == spec and spec_hash(load_spec(run.spec)) == spec_hash(spec)
+    assert prepare_run_dir(run, spec, resume=True, fresh=False, console=None) == sweep_id  # --resume: the same id
+
+
+def test_existing_run_dir_needs_resume_or_fresh(spec, tmp_path):
+    run = RunDir.of(tmp_path / "runs", spec.name)
+    run.path.mkdir(parents=True)
+    with pytest.raises(SweepError, match=f"^{run.path} exists: use --resume to continue that sweep, or --fresh"):
+        prepare_run_dir(run, spec, resume=False, fresh=False, console=None)
+    with pytest.raises(SweepError, match=f"^{run.path}: no sweep to resume; run without --resume to start it$"):
+        prepare_run_dir(run, spec, resume=True, fresh=False, console=None)
+
+
+def test_resume_refuses_a_changed_spec(spec, tmp_path):
+    run = RunDir.of(tmp_path / "runs", spec.name)
+    run.create("name: engine\n", {"sweep_id": "s1", "spec_hash": "another", "name": "engine"})
+    with pytest.raises(SweepError, match="the spec changed since this sweep started; resume with the original spec"):
+        prepare_run_dir(run, spec, resume=True, fresh=False, console=None)
+
+
+def test_fresh_archives_the_old_folder_and_says_where(spec, tmp_path):
+    from rich.console import Console
+
+    run = RunDir.of(tmp_path / "runs", spec.name)
+    old = prepare_run_dir(run, spec, resume=False, fresh=False, console=None)
+    console = Console(record=True, width=200)
+    new = prepare_run_dir(run, spec, resume=False, fresh=True, console=console)
+    (archive,) = run.path.parent.glob("engine.archived-*")
+    assert console.export_text() == f"archived the previous sweep to {archive}\n"
+    assert RunDir(archive).record()["sweep_id"] == old != new == run.record()["sweep_id"]
+
+
+def test_sweep_info_carries_the_provenance_and_the_comparison_view(spec, tmp_path):
+    run = RunDir.of(tmp_path / "runs", spec.name)
+    info = sweep_info(spec, "s1", run)
+    assert (info.name, info.sweep_id, info.uri) == ("engine", "s1", "sqlite:///mlflow.db")
+    assert info.tags["spec_hash"] == spec_hash(spec) and info.tags["run_dir"] == str(run.path)
+    assert info.tags["mlflow.source.git.commit"]  # a commit, or "unknown" outside a git checkout
+    assert info.run_dir == run and yaml.safe_load(info.spec_yaml)["name"] == "engine"
+    assert info.view["orderByKey"] == "metrics.`t2i_score`" and "params.`t2i_edit_ratio`" in info.view["selectedColumns"]
+
+
+def test_trial_folders_are_named_by_trial_id():
+    from ray.tune.experiment import Trial
+
+    assert trial_dirname(Trial("noop", trial_id="ab12cd34", stub=True)) == "trial_ab12cd34"
+
+
+def test_asha_stops_on_the_scheduler_metric_in_generator_steps(spec, tmp_path):
+    from ray.tune.schedulers import ASHAScheduler
+
+    assert engine._scheduler(spec) is None  # no scheduler section: FIFO
+    path = tmp_path / "asha.yaml"
+    path.write_text(SPEC + "base: {steps: 40}\nscheduler: {name: asha, metric: score, grace_steps: 10, reduction_factor: 2}\n")
+    asha = engine._scheduler(load_spec(path))
+    assert isinstance(asha, ASHAScheduler)
+    assert (asha._time_attr, asha._metric, asha._mode, asha._max_t, asha._reduction_factor) == ("step", "score", "max", 40, 2)
+
+
+# -- whole sweeps on Ray --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@on_ray
 def test_micro_sweep_writes_tables_and_nested_mlflow_runs(tmp_path, micro_checkpoints, capsys):
     spec = micro_spec(tmp_path, micro_checkpoints)
     outcome = run_sweep(spec, runs_dir=tmp_path / "runs")
@@ -75,15 +166,18 @@ def test_micro_sweep_writes_tables_and_nested_mlflow_runs(tmp_path, micro_checkp
             assert run.info.status == "KILLED"
 
 
-def test_existing_run_dir_needs_resume_or_fresh(tmp_path, micro_checkpoints):
+@pytest.mark.slow
+@on_ray
+def test_existing_run_dir_stops_run_sweep_before_anything_starts(tmp_path, micro_checkpoints):
     spec = micro_spec(tmp_path, micro_checkpoints)
     (tmp_path / "runs" / "micro").mkdir(parents=True)
     with pytest.raises(SweepError, match="--resume .* or --fresh"):
         run_sweep(spec, runs_dir=tmp_path / "runs")
-    with pytest.raises(SweepError, match="no sweep to resume"):
-        run_sweep(spec, runs_dir=tmp_path / "runs", resume=True)
+    assert not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.slow
+@on_ray
 def test_diverging_trial_is_failed_with_its_reason(tmp_path, micro_checkpoints):
     """lr 1e30 diverges at the first step: that trial is FAILED everywhere, the other one finishes."""
     spec = micro_spec(
@@ -107,6 +201,8 @@ def test_diverging_trial_is_failed_with_its_reason(tmp_path, micro_checkpoints):
     assert status["0.0001"].info.status == "FINISHED"
 
 
+@pytest.mark.slow
+@on_ray
 def test_multi_objective_sweep_has_a_pareto_set_that_optuna_agrees_with(tmp_path, micro_checkpoints):
     spec = micro_spec(
         tmp_path,
@@ -136,7 +232,7 @@ def test_multi_objective_sweep_has_a_pareto_set_that_optuna_agrees_with(tmp_path
     assert set(pareto["trial_id"]) == {t.user_attrs["trial_id"] for t in study.best_trials}
     assert {"category_mix.landscape", "category_mix.text"} <= set(outcome.tables.trials.columns)
     assert not any(".raw." in column for column in outcome.tables.trials.columns)
-    ranked = results.sorted_trials(outcome.tables, spec)
+    ranked = sorted_trials(outcome.tables, spec)
     assert ranked["fd"].drop_nulls().is_sorted()
 
 
@@ -154,6 +250,8 @@ def _crash_spec(tmp_path, micro_checkpoints, name: str, precisions: list[str], m
     )
 
 
+@pytest.mark.slow
+@on_ray
 def test_a_crashing_trial_is_retried_as_allowed_then_failed_and_the_others_finish(tmp_path, micro_checkpoints, capsys):
     spec = _crash_spec(tmp_path, micro_checkpoints, "crash", ["no", "fp16"], max_failures=1)
     outcome = run_sweep(spec, runs_dir=tmp_path / "runs")
@@ -174,10 +272,12 @@ def test_a_crashing_trial_is_retried_as_allowed_then_failed_and_the_others_finis
     assert by_precision["no"].info.status == "FINISHED"
 
 
+@pytest.mark.slow
+@on_ray
 def test_a_sweep_with_no_finished_trial_exits_non_zero_with_the_cause(tmp_path, micro_checkpoints, capsys):
     from sweep_helpers import write_spec
 
-    from orchestrator.sweep import main
+    from orchestrator.sweep.cli import main
 
     path = write_spec(
         tmp_path, micro_checkpoints, name="allcrash",
@@ -193,14 +293,14 @@ def test_a_sweep_with_no_finished_trial_exits_non_zero_with_the_cause(tmp_path, 
     assert (tmp_path / "runs" / "allcrash" / "trials.parquet").is_file()  # the tables are still written
 
 
+@pytest.mark.slow
+@on_ray
 def test_resume_of_a_sweep_killed_before_its_first_snapshot_starts_it(tmp_path, micro_checkpoints):
     """The run dir exists (sweep.json, spec.yaml) but Tune saved nothing yet: --resume runs the sweep."""
-    from orchestrator.sweep import _prepare_run_dir
-
     spec = micro_spec(tmp_path, micro_checkpoints, name="early", scheduler=None,
                       budget={"trials": 2, "concurrent": 2})
     run_dir = tmp_path / "runs" / "early"
-    sweep_id = _prepare_run_dir(run_dir, spec, resume=False, fresh=False, console=None)  # what the killed driver did
+    sweep_id = prepare_run_dir(RunDir(run_dir), spec, resume=False, fresh=False, console=None)  # what the killed driver did
     assert sorted(p.name for p in run_dir.iterdir()) == ["spec.yaml", "sweep.json"]
     assert not list(run_dir.parent.glob(".early.new-*"))  # made beside its place, then moved there
     outcome = run_sweep(spec, runs_dir=tmp_path / "runs", resume=True)

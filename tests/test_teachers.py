@@ -1,5 +1,7 @@
 """Tests of trainers/teachers.py: the λ schedule, CFG mixing, and which teacher sees which item.
 
+(Cond and the per-kind velocity dispatch are tested in test_cond.py.)
+
 Teachers here are tiny instrumented flow models with the FlowModel call signature: each item's
 id is written into its text embedding, so a model can record the items it was called on.
 Run: .venv/bin/python -m pytest tests/test_teachers.py -q
@@ -9,17 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from trainers import flow
-from trainers.teachers import (
-    EDIT,
-    Cond,
-    Teacher,
-    TeacherSet,
-    real_x0,
-    schedule_from_recipe,
-    teacher_schedule,
-    velocity,
-)
+from trainers.cond import EDIT, Cond
+from trainers.teachers import Teacher, TeacherSchedule, TeacherSet, real_x0, teacher_schedule
 
 torch.set_num_threads(1)
 
@@ -148,18 +141,6 @@ def test_cfg_and_blend_in_x0_space(teachers):
     )
 
 
-def test_velocity_splits_mixed_batches_and_keeps_order():
-    model = RecordingFlow(0.0)
-    cond = make_cond(["text", EDIT, "portrait", EDIT], edit=[False, True, False, True])
-    z_t, t = torch.randn(4, *SHAPE), torch.full((4,), 0.5)
-    x0 = flow.x0_from_v(z_t, t, velocity(model, z_t, t, cond))
-    assert model.calls == [([0, 2], False), ([1, 3], True)]
-    assert torch.allclose(x0[:, 0, 0, 0], torch.tensor([0.5, 10.5, 0.5, 10.5]))
-    joined = Cond.concat([cond.select(torch.tensor([0, 2])), cond.select(torch.tensor([1, 3]))])
-    assert joined.categories == ("text", "portrait", EDIT, EDIT)
-    assert joined.is_edit.tolist() == [False, False, True, True]
-
-
 def test_teachers_are_frozen(teachers):
     assert not any(p.requires_grad for t in teachers.values() for p in t.model.parameters())
     assert not teachers["base"].model.training
@@ -168,7 +149,11 @@ def test_teachers_are_frozen(teachers):
 
 def test_schedule_from_recipe(teachers):
     recipe = pytest.importorskip("trainers.recipe")
-    lam = schedule_from_recipe(recipe.Recipe(teacher_switch_step=3, specialist_weight=0.5), teachers)
+    lam = TeacherSchedule.from_recipe(recipe.Recipe(teacher_switch_step=3, specialist_weight=0.5), teachers)
     assert lam(2, "text")["base"] == 1.0 and lam(3, "text") == {"base": 0.5, "text": 0.5}
-    base_only = schedule_from_recipe(recipe.Recipe(), teachers)  # teacher_switch_step None → nfe
+    base_only = TeacherSchedule.from_recipe(recipe.Recipe(), teachers)  # teacher_switch_step None → nfe
     assert all(base_only(k, "text")["base"] == 1.0 for k in range(4))
+    table = TeacherSchedule.from_recipe(
+        recipe.Recipe(nfe=2, teacher_weights={"base": [1.0, 0.25], "text": [0.0, 0.75]}), teachers
+    )
+    assert table(1, "text") == {"base": 0.25, "text": 0.75}

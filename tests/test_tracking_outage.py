@@ -25,9 +25,11 @@ from mlflow.tracking import MlflowClient
 from mlflow_server import ServerProcess
 from sweep_helpers import MICRO_BASE, mlflow_runs, write_spec
 
-from orchestrator import gate, outbox
+from orchestrator import gate
+from orchestrator.rundir import RunDir
 from orchestrator.spec import load_spec
-from orchestrator.sweep import run_sweep
+from orchestrator.sweep.engine import run_sweep
+from orchestrator.tracking import outbox
 
 ROOT = Path(__file__).parent.parent
 OUTAGE_S = 10.0
@@ -56,7 +58,7 @@ def _a_report_logged(url: str) -> bool:
 
 
 def _kept(run_dir: Path) -> list[dict]:
-    return outbox.read_journal(run_dir / outbox.JOURNAL)
+    return outbox.read_journal(RunDir(run_dir).journal)
 
 
 def check_mlflow_matches_tables(url: str, run_dir: Path, trials_expected: int) -> None:
@@ -143,7 +145,7 @@ def test_a_store_outage_mid_sweep_loses_and_duplicates_nothing(tmp_path, micro_c
         shown = capsys.readouterr().out
         assert len([line for line in shown.splitlines() if f"MLflow store {server.url} is away (" in line]) == 1, shown
         assert len([line for line in shown.splitlines() if f"MLflow store {server.url} is back after" in line]) == 1
-        assert not (run_dir / outbox.JOURNAL).exists() and not (run_dir / outbox.STAGING).exists()
+        assert not RunDir(run_dir).journal.exists() and not RunDir(run_dir).outbox_files.exists()
         check_mlflow_matches_tables(server.url, run_dir, trials_expected=3)
         assert ended["outcome"].experiment_id
 
@@ -184,7 +186,7 @@ def test_a_store_away_to_the_end_keeps_the_writes_for_resume(tmp_path, micro_che
         assert len([line for line in out.splitlines() if f"MLflow store {server.url} is away (" in line]) == 1, out
         assert " is back after" not in out
         pending = re.search(r"^(\d+) MLflow writes pending in (\S+) \(", out, re.MULTILINE)
-        assert pending and int(pending[1]) == len(kept) and pending[2] == str(run_dir / outbox.JOURNAL), out
+        assert pending and int(pending[1]) == len(kept) and pending[2] == str(RunDir(run_dir).journal), out
         assert f"is back: python -m orchestrator.sweep {spec} --resume\n" in out
 
         server.start()
@@ -192,5 +194,5 @@ def test_a_store_away_to_the_end_keeps_the_writes_for_resume(tmp_path, micro_che
         again, _ = resumed.communicate(timeout=300)
         assert resumed.returncode == 0, again
         assert "MLflow writes pending" not in again
-        assert not (run_dir / outbox.JOURNAL).exists() and not (run_dir / outbox.STAGING).exists()
+        assert not RunDir(run_dir).journal.exists() and not RunDir(run_dir).outbox_files.exists()
         check_mlflow_matches_tables(server.url, run_dir, trials_expected=2)

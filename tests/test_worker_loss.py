@@ -20,7 +20,7 @@ from ray.cluster_utils import Cluster
 from sweep_helpers import micro_spec
 
 from orchestrator import gate
-from orchestrator.sweep import run_sweep
+from orchestrator.sweep.engine import run_sweep
 
 pytestmark = pytest.mark.slow
 

@@ -1,32 +1,94 @@
-"""Training-state checkpoints without pickle: tensors in safetensors, everything else in JSON.
+"""All weight and training-state IO: the one module that reads or writes a checkpoint.
 
-A nested state (optimiser state dicts, LR schedulers, RNG states, counters) is flattened: each
-tensor leaf goes into ``state.safetensors`` under its key path, and the JSON skeleton keeps a
-``{"__tensor__": key}`` placeholder in its place. Dicts with int keys (optimiser states key
-parameters by index) and tuples are tagged so they come back as they went in. Loading needs
-neither pickle nor ``torch.load``. Model weights live beside it as diffusers folders
-(``save_pretrained``, also safetensors), written by the caller; this is the one module that
-writes training state.
+- Models (``FlowModel``, any diffusers ``ModelMixin``) are diffusers folders, config.json +
+  safetensors: :func:`save_model` (optionally cast, e.g. fp16 for the shipped teachers),
+  :func:`load_model` (a new model; ``frozen`` for teachers) and :func:`load_into` (weights into a
+  built model, for resume).
+- Plain tensor dicts (the tiny world's judge) are one safetensors file: :func:`save_tensors`,
+  :func:`load_tensors`.
+- Training state (optimiser state dicts, LR schedulers, RNG states, counters) is flattened without
+  pickle: each tensor leaf goes into ``state.safetensors`` under its key path, and ``state.json``
+  keeps a ``{"__tensor__": key}`` placeholder in its place. Dicts with int keys (optimiser states key
+  parameters by index) and tuples are tagged so they come back as they went in. Loading needs
+  neither pickle nor ``torch.load``: :func:`save_state`, :func:`load_state`.
+- A trainer checkpoint folder is model folders (student/, fake/, ema/) + the state + recipe.yaml:
+  :func:`save_checkpoint`, :func:`checkpoint_recipe`, :func:`load_checkpoint`. Every folder is
+  written through :func:`write_atomically`, so a crash never leaves half a checkpoint.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from trainers.recipe import Recipe
+
+if TYPE_CHECKING:  # annotations only: this module does not import diffusers itself
+    from diffusers import ModelMixin
+
+M = TypeVar("M", bound="ModelMixin")
+
 TENSOR = "__tensor__"
 INT_KEYS = "__int_keys__"  # JSON object keys are strings: int keys are tagged to come back as ints
 TUPLE = "__tuple__"  # JSON has only lists: tuples (e.g. AdamW betas) are tagged to come back as tuples
 STATE_JSON, STATE_TENSORS = "state.json", "state.safetensors"
+RECIPE_FILE = "recipe.yaml"  # the exact recipe a checkpoint was trained with
+
+
+# --- models and tensor files ----------------------------------------------------------------------
+
+
+def save_model(model: ModelMixin, folder: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write ``model`` as a diffusers folder (config.json + safetensors); ``dtype`` casts a copy first.
+
+    The model itself is never cast: the shipped teachers are stored in fp16 (half the bytes; the tiny
+    world's scores do not move) while training goes on in float32.
+    """
+    # nn.Module.to casts floating-point tensors only, as .half() does; diffusers' override would warn
+    # that a cast model should be loaded with torch_dtype instead, which is not what happens here
+    stored = model if dtype is None else torch.nn.Module.to(copy.deepcopy(model), dtype)
+    stored.save_pretrained(folder, safe_serialization=True)
+    return Path(folder)
+
+
+def load_model(cls: type[M], folder: str | Path, subfolder: str | None = None,
+               dtype: torch.dtype = torch.float32, frozen: bool = False) -> M:
+    """A model of class ``cls`` from a diffusers folder (weights cast to ``dtype``), in eval mode.
+
+    ``frozen`` also turns off its gradients (teachers); a promoted student is
+    ``load_model(FlowModel, folder, subfolder="transformer")``.
+    """
+    model = cls.from_pretrained(folder, subfolder=subfolder, torch_dtype=dtype).eval()
+    return model.requires_grad_(False) if frozen else model
+
+
+def load_into(model: ModelMixin, folder: str | Path) -> None:
+    """Copy the weights of the diffusers folder ``folder`` into the already built ``model`` (resume)."""
+    model.load_state_dict(load_model(type(model), folder).state_dict())
+
+
+def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | Path) -> Path:
+    """Write a flat name -> tensor dict as one safetensors file (e.g. a state_dict of a plain nn.Module)."""
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    return Path(path)
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file written by :func:`save_tensors` (tensors on CPU)."""
+    return load_file(str(path))
+
+
+# --- training state ---------------------------------------------------------------------------------
 
 
 def flatten(state: Any, tensors: dict[str, torch.Tensor], prefix: str = "s") -> Any:
@@ -110,3 +172,35 @@ def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
             if leftover.exists():
                 shutil.rmtree(leftover)
     return path
+
+
+# --- trainer checkpoint folders -----------------------------------------------------------------------
+
+
+def save_checkpoint(path: str | Path, models: Mapping[str, ModelMixin | None], state: dict, recipe: Recipe) -> Path:
+    """Write a trainer checkpoint atomically: one model folder per entry of ``models`` (None: skipped),
+    ``state.{json,safetensors}`` and ``recipe.yaml``."""
+
+    def write(tmp: Path) -> None:
+        for name, model in models.items():
+            if model is not None:
+                save_model(model, tmp / name)
+        save_state(tmp, state)
+        (tmp / RECIPE_FILE).write_text(recipe.to_yaml())
+
+    return write_atomically(path, write)
+
+
+def checkpoint_recipe(path: str | Path) -> Recipe:
+    """The recipe a checkpoint folder (trainer checkpoint or promoted student) was trained with."""
+    return Recipe.from_yaml(Path(path) / RECIPE_FILE)
+
+
+def load_checkpoint(path: str | Path, models: Mapping[str, ModelMixin | None]) -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint`: weights into ``models`` (None: skipped),
+    the training state returned."""
+    path = Path(path)
+    for name, model in models.items():
+        if model is not None:
+            load_into(model, path / name)
+    return load_state(path)

@@ -10,7 +10,8 @@ Pools are Arrow tables (prompt pool: ``prompt``, ``category``, …; edit pool: `
 - the rest are edit rows drawn uniformly from the edit pool.
 
 Its own seeded numpy Generator makes batches reproducible; :meth:`BatchSampler.state_dict` is
-JSON-able, for resume.
+JSON-able, for resume. A run builds its sampler with :meth:`BatchSampler.from_recipe`: the recipe
+fields it reads are named there, once.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from trainers.recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class BatchSampler:
         self,
         prompt_pool: pa.Table,
         edit_pool: pa.Table | None,
+        *,
         category_mix: Mapping[str, float],
         t2i_edit_ratio: float,
         batch_size: int,
@@ -103,6 +109,12 @@ class BatchSampler:
         self._rng = np.random.default_rng(seed)
         self.counts: dict[str, int] = self._zero_counts()
         self.batches = 0
+
+    @classmethod
+    def from_recipe(cls, prompt_pool: pa.Table, edit_pool: pa.Table | None, recipe: Recipe) -> BatchSampler:
+        """The sampler of a run: the recipe's data axes (category mix, T2I:Edit ratio), batch size and seed."""
+        return cls(prompt_pool, edit_pool, category_mix=recipe.category_weights,
+                   t2i_edit_ratio=recipe.t2i_edit_ratio, batch_size=recipe.batch_size, seed=recipe.seed)
 
     def _index(self, pool_categories: list[str]) -> dict[str, np.ndarray]:
         """Row numbers of each drawable category; a category of the mix missing from the pool is an error."""

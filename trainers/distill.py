@@ -31,13 +31,17 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from tqdm import tqdm
 
-from trainers.checkpoint import load_state, save_state, write_atomically
+from trainers.checkpoint import checkpoint_recipe, load_checkpoint, save_checkpoint
+from trainers.cond import Cond
 from trainers.data import BatchSampler
-from trainers.dmd import DivergedError, DMDConfig, DMDState, dmd_cycle
+from trainers.divergence import DivergedError
+from trainers.dmd import CycleLogs, DMDConfig, DMDState, dmd_cycle
 from trainers.evaluate import EvalConfig, evaluate, student_generator
-from trainers.recipe import Recipe, YamlLoader
-from trainers.teachers import Cond, schedule_from_recipe
+from trainers.recipe import Recipe
+from trainers.sampling import StudentScheduler
+from trainers.teachers import TeacherSchedule
 from trainers.world import World, load_world
+from trainers.yaml_dialect import load_yaml
 
 SaveCheckpoint = Callable[[str | Path], Path]
 OnReport = Callable[[int, dict[str, float], SaveCheckpoint], "bool | None"]
@@ -68,8 +72,7 @@ class BatchDraw:
         self.world, self.device = world, device
         prompts, edits = world.prompt_pool("train"), world.edit_pool("train")
         self.prompts, self.edits = prompts.to_pylist(), edits.to_pylist()
-        self.sampler = BatchSampler(prompts, edits, recipe.category_weights, recipe.t2i_edit_ratio,
-                                    recipe.batch_size, recipe.seed)
+        self.sampler = BatchSampler.from_recipe(prompts, edits, recipe)
 
     def __call__(self) -> Cond:
         batch = self.sampler.sample()
@@ -99,30 +102,22 @@ def _accelerator(mixed_precision: str) -> Accelerator:
 
 def _save(state: DMDState, draw: BatchDraw, recipe: Recipe, path: str | Path) -> Path:
     """Checkpoint folder: student/, fake/, ema/ (diffusers safetensors), state.{json,safetensors}, recipe.yaml."""
+    state_dict = {"dmd": state.state_dict(), "sampler": draw.sampler.state_dict()}
+    return save_checkpoint(path, _models(state), state_dict, recipe)
 
-    def write(tmp: Path) -> None:
-        state.student.save_pretrained(tmp / "student")
-        state.fake.save_pretrained(tmp / "fake")
-        if state.ema is not None:
-            state.ema.save_pretrained(tmp / "ema")
-        save_state(tmp, {"dmd": state.state_dict(), "sampler": draw.sampler.state_dict()})
-        (tmp / "recipe.yaml").write_text(recipe.to_yaml())
 
-    return write_atomically(path, write)
+def _models(state: DMDState) -> dict[str, torch.nn.Module | None]:
+    """The model folders of a checkpoint (no ema/ when the EMA is off)."""
+    return {"student": state.student, "fake": state.fake, "ema": state.ema}
 
 
 def _restore(state: DMDState, draw: BatchDraw, recipe: Recipe, path: str | Path) -> None:
     """Load a checkpoint written by :func:`_save` into a freshly built state (weights, optimisers, RNGs)."""
-    path = Path(path)
-    saved_recipe = Recipe.from_yaml(path / "recipe.yaml").model_dump()
+    saved_recipe = checkpoint_recipe(path).model_dump()
     changed = sorted(k for k, v in recipe.model_dump().items() if saved_recipe[k] != v and k not in RESUMABLE_CHANGES)
     if changed:
         raise ValueError(f"resume_from={str(path)!r}: the checkpoint was trained with other values of {changed}")
-    for name, module in (("student", state.student), ("fake", state.fake), ("ema", state.ema)):
-        if module is not None:
-            loaded = type(module).from_pretrained(path / name, torch_dtype=torch.float32)
-            module.load_state_dict(loaded.state_dict())
-    saved = load_state(path)
+    saved = load_checkpoint(path, _models(state))
     state.load_state_dict(saved["dmd"])
     draw.sampler.load_state_dict(saved["sampler"])
 
@@ -132,7 +127,7 @@ def _sampler_model(state: DMDState) -> torch.nn.Module:
     return state.ema if state.ema is not None else state.student
 
 
-def _metrics(world: World, state: DMDState, draw: BatchDraw, recipe: Recipe, logs: dict, items: int,
+def _metrics(world: World, state: DMDState, draw: BatchDraw, recipe: Recipe, logs: CycleLogs, items: int,
              start: float) -> dict[str, float]:
     """Benchmark scores of the student + the realised batch composition + the last cycle's training logs."""
     model = _sampler_model(state)
@@ -140,11 +135,12 @@ def _metrics(world: World, state: DMDState, draw: BatchDraw, recipe: Recipe, log
     model.eval()
     try:
         # the benchmark's own seed stays fixed: every trial and every recipe seed sees the same items and noise
-        scores = evaluate(world, student_generator(model, recipe.nfe, recipe.timestep_shift), EvalConfig(items=items))
+        generate = student_generator(model, StudentScheduler.from_recipe(recipe))
+        scores = evaluate(world, generate, EvalConfig(items=items))
     finally:
         model.train(was_training)
     composition = {f"composition/{k}": v for k, v in draw.sampler.composition().items()}
-    train = {k: v for k, v in logs.items() if k != "step"}
+    train = {k: v for k, v in logs.floats().items() if k != "step"}
     return scores | composition | train | {
         "step": float(state.step), "nfe": float(recipe.nfe), "wall_s": time.perf_counter() - start}
 
@@ -156,7 +152,7 @@ def prepare(recipe: Recipe, world: World, device: torch.device | str = "cpu") ->
     teachers = world.load_teachers()
     for teacher in teachers.values():
         teacher.model.to(device)
-    schedule = schedule_from_recipe(recipe, teachers)
+    schedule = TeacherSchedule.from_recipe(recipe, teachers)
     # 2. student and fake score start as copies of the base teacher (DMD2)
     config = DMDConfig.from_recipe(recipe, image_shape=(3, world.resolution, world.resolution))
     state = DMDState.from_base(teachers, schedule, config, seed=recipe.seed)
@@ -177,7 +173,7 @@ def distill(recipe: Recipe, world: World | str = "tiny", on_report: OnReport | N
     if resume_from is not None:
         _restore(state, draw, recipe, resume_from)
     save = lambda path: _save(state, draw, recipe, path)  # noqa: E731
-    start, logs = time.perf_counter(), {}
+    start, logs = time.perf_counter(), CycleLogs()
     bar = tqdm(total=recipe.steps, initial=state.step, desc="dmd", unit="step", disable=not progress)
     with bar:
         while state.step < recipe.steps:
@@ -185,7 +181,9 @@ def distill(recipe: Recipe, world: World | str = "tiny", on_report: OnReport | N
             with accelerator.autocast():
                 logs = dmd_cycle(state, draw)
             bar.update(1)
-            bar.set_postfix(g=f"{logs['loss/generator']:.2e}", f=f"{logs.get('loss/fake', 0):.3f}")
+            if progress and state.step % recipe.report_every == 0:  # reading logs waits for the device
+                train = logs.floats()
+                bar.set_postfix(g=f"{train['loss/generator']:.2e}", f=f"{train.get('loss/fake', 0):.3f}")
             if state.step % recipe.report_every or state.step == recipe.steps or on_report is None:
                 continue
             # 5. quick benchmark + report: the caller may checkpoint, and may stop the run
@@ -210,7 +208,7 @@ def parse_assignments(items: list[str], flag: str) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"{flag} {item!r}: expected KEY=VALUE")
-        out[key] = yaml.load(value, Loader=YamlLoader)  # noqa: S506 -- a SafeLoader (1e-4 is a float)
+        out[key] = load_yaml(value)  # the project's dialect: 1e-4 is a float
     return out
 
 
@@ -235,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        base = yaml.load(args.recipe.read_text(), Loader=YamlLoader) if args.recipe else {}  # noqa: S506
+        base = load_yaml(args.recipe.read_text()) if args.recipe else {}
         recipe = Recipe.from_params(base or {}, parse_assignments(args.set, "--set"))
         world = load_world(args.world, **parse_assignments(args.world_option, "--world-option"))
     except (OSError, ValueError, TypeError, yaml.YAMLError) as err:

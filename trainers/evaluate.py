@@ -7,7 +7,8 @@ the benchmark seed, the item's kind, row and sample index), so a small benchmark
 of a large one: the cheap intermediate evaluation scores the first items of the full one.
 
 A *generator* is any function ``(eps, cond, renoise) -> x0`` — a teacher's Euler sampler with CFG,
-a DMD student's few-step sampler — so teachers and students are scored by the same code.
+a DMD student's :class:`~trainers.sampling.StudentScheduler` — so teachers and students are
+scored by the same code.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainers import flow
-from trainers.teachers import Cond, velocity
+from trainers.cond import Cond, guided_velocity
+from trainers.sampling import StudentScheduler, euler_sample, timesteps
 from trainers.world import World
 
 Renoise = Callable[[int], torch.Tensor]
@@ -161,26 +162,19 @@ def _on_device(model: nn.Module, sample: Callable[[torch.Tensor, Cond, Renoise],
 
 def teacher_generator(model: nn.Module, nfe: int, guidance_scale: float, shift: float = 1.0) -> Generate:
     """Euler ODE sampler with ``nfe`` steps and CFG (2 model calls per step unless the scale is 1)."""
-    ts = flow.timesteps(nfe, shift)
+    ts = timesteps(nfe, shift)
 
     def sample(eps: torch.Tensor, cond: Cond, renoise: Renoise) -> torch.Tensor:
-        def v(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            out = velocity(model, z, t, cond)
-            if guidance_scale != 1.0:
-                out = flow.cfg(out, velocity(model, z, t, cond, unconditional=True), guidance_scale)
-            return out
-
-        return flow.euler_sample(v, eps, ts)
+        return euler_sample(lambda z, t: guided_velocity(model, z, t, cond, guidance_scale), eps, ts)
 
     return _on_device(model, sample)
 
 
-def student_generator(model: nn.Module, nfe: int, shift: float = 1.0) -> Generate:
-    """DMD2's few-step sampler (predict x0, re-noise with the benchmark's fixed fresh noise); no CFG."""
-    ts = flow.timesteps(nfe, shift)
+def student_generator(model: nn.Module, scheduler: StudentScheduler) -> Generate:
+    """The student's few-step sampler, re-noising with the benchmark's fixed fresh noise; no CFG."""
 
     def sample(eps: torch.Tensor, cond: Cond, renoise: Renoise) -> torch.Tensor:
-        return flow.student_sample(lambda z, t: velocity(model, z, t, cond), eps, ts, renoise)
+        return scheduler.sample(model, cond, eps, lambda k, idx: renoise(k)[idx])
 
     return _on_device(model, sample)
 

@@ -1,4 +1,4 @@
-"""Flow-matching identities, timestep lists and samplers.
+"""Flow-matching identities: the formulas every loss and sampler is built from.
 
 Convention (rectified flow, as in SD3 / Qwen-Image): ``t = 1`` is pure noise, ``t = 0`` is data,
 
@@ -8,12 +8,13 @@ Convention (rectified flow, as in SD3 / Qwen-Image): ``t = 1`` is pure noise, ``
     eps = z_t + (1 - t) * v              (noise_from_v)
 
 Every other module uses these functions instead of re-deriving them, so a sign error can only live here.
+The samplers built on them (timestep lists, the student's scheduler, Euler) are in ``sampling.py``.
 Time tensors are shaped ``[B]`` and broadcast over the image dimensions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 
@@ -57,54 +58,9 @@ def shift_time(t: torch.Tensor | float, shift: float) -> torch.Tensor | float:
     return shift * t / (1 + (shift - 1) * t)
 
 
-def timesteps(n: int, shift: float = 1.0) -> list[float]:
-    """The ``n`` start times of an n-step sampler, from 1 down to 1/n (then 0 is the end).
-
-    ``timesteps(4) == [1.0, 0.75, 0.5, 0.25]``: the student's default schedule (DESIGN §6).
-    """
-    assert n >= 1, f"need at least one step, got {n}"
-    return [float(shift_time(1 - i / n, shift)) for i in range(n)]
-
-
 def sample_train_t(batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
     """Logit-normal(0, 1) training times (SD3): most weight in the middle, where flow matching is hardest."""
     return torch.sigmoid(torch.randn(batch, generator=generator, device=device))
-
-
-@torch.no_grad()
-def euler_sample(velocity: VelocityFn, eps: torch.Tensor, ts: Sequence[float]) -> torch.Tensor:
-    """Deterministic Euler ODE solve from t = ts[0] (noise ``eps``) to t = 0.
-
-    ``z_{t'} = z_t + (t' - t) v``; with ``ts = timesteps(n)`` this is the n-NFE teacher sampler.
-    """
-    z = eps
-    ends = list(ts[1:]) + [0.0]
-    for t, t_next in zip(ts, ends, strict=True):
-        tt = torch.full((z.shape[0],), t, device=z.device)
-        z = z + (t_next - t) * velocity(z, tt)
-    return z
-
-
-def student_sample(
-    velocity: VelocityFn,
-    eps: torch.Tensor,
-    ts: Sequence[float],
-    noise: Callable[[int], torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """DMD2's few-step sampler: at each t_k predict x0, then re-noise it to t_{k+1} with fresh noise.
-
-    ``noise(k)`` supplies the fresh noise for the k-th re-noising (common random numbers in evaluation);
-    by default it is ``torch.randn_like``. Runs under the caller's grad mode.
-    """
-    z = eps
-    x0 = eps
-    for k, t in enumerate(ts):
-        tt = torch.full((z.shape[0],), t, device=z.device)
-        x0 = x0_from_v(z, tt, velocity(z, tt))
-        if k + 1 < len(ts):
-            fresh = noise(k) if noise is not None else torch.randn_like(z)
-            z = interpolate(x0, fresh, torch.full_like(tt, ts[k + 1]))
-    return x0
 
 
 def flow_matching_loss(

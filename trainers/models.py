@@ -6,7 +6,7 @@ Instruction edits follow Qwen-Image-Edit: the clean source image's tokens are ap
 tokens, ``img_shapes`` gets a second entry (RoPE gives it frame index 1, which tells the two apart), and the
 output is sliced back to the noisy tokens. A batch is either all text-to-image or all edit.
 
-Saved and loaded with diffusers' own ``save_pretrained`` / ``from_pretrained`` (config.json + safetensors).
+Saved and loaded as a diffusers folder (config.json + safetensors) through ``trainers.checkpoint``.
 """
 
 from __future__ import annotations

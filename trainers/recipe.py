@@ -9,46 +9,23 @@ params, trials.parquet, notebook. `to_flat_dict` gives the dotted form used for 
 (`category_mix.text`), `from_params` accepts it back.
 
 Validation is strict (no "3" -> 3 or 2.5 -> 2 coercion) because a silently coerced sweep
-parameter would be logged as one value and trained as another.
+parameter would be logged as one value and trained as another. Recipe YAML is read in the
+project's dialect (``trainers.yaml_dialect``).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from trainers.yaml_dialect import load_yaml
+
 # Teacher-weight schedules are float sums; this much rounding is tolerated per student step.
 WEIGHT_SUM_TOL = 1e-6
-
-
-class YamlLoader(yaml.SafeLoader):
-    """yaml.SafeLoader reading plain scalars as YAML 1.2 does: the project's one YAML dialect.
-
-    PyYAML follows YAML 1.1, where `1e-4` is a *string* (a float needs a dot), `no`/`on` are
-    booleans, `010` is octal 8, `1:20` is 80 and dates become datetimes -- so
-    `lr_generator: 1e-4` would fail and `mixed_precision: no` would read as False. Here only
-    null, true/false, decimal ints and floats (exponents allowed) are implicit; the rest is str.
-    """
-
-
-YamlLoader.yaml_implicit_resolvers = {}
-for _tag, _pattern, _first in [
-    ("null", r"~|null|Null|NULL|", ["~", "n", "N", ""]),
-    ("bool", r"true|True|TRUE|false|False|FALSE", list("tTfF")),
-    ("int", r"[-+]?(?:0|[1-9][0-9]*)", list("-+0123456789")),
-    ("float", r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?", list("-+.0123456789")),
-    ("float", r"[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)", list("-+.")),
-]:
-    YamlLoader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(f"^(?:{_pattern})$"), _first)
-
-# Recipe fields that are name -> weight mappings: the only ones whose components can be set
-# with a dotted key (`category_mix.text`) or searched over as a simplex.
-MIX_FIELDS = frozenset({"category_mix"})
 
 
 class Recipe(BaseModel):
@@ -232,8 +209,14 @@ class Recipe(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path) -> Recipe:
         """Load a recipe written by `to_yaml` (or by hand; unknown keys are errors)."""
-        data = yaml.load(Path(path).read_text(), Loader=YamlLoader)  # noqa: S506 -- a SafeLoader
+        data = load_yaml(Path(path).read_text())
         return cls.model_validate(data if data is not None else {})
 
 
 RECIPE_FIELDS: frozenset[str] = frozenset(Recipe.model_fields)
+
+MIX_FIELDS: frozenset[str] = frozenset(
+    name for name, info in Recipe.model_fields.items() if info.annotation == dict[str, float]
+)
+"""Recipe fields that are name -> weight mappings (today ``category_mix``), found from their type: the only
+ones whose components can be set with a dotted key (`category_mix.text`) or searched over as a simplex."""

@@ -8,9 +8,8 @@ with weights in [0, 1] summing to 1. The simplest schedule is a *teacher switch*
 teacher for k < k*, the specialist for k ≥ k* on the categories it covers (Qwen-Image-Flash).
 Mixing in x0 space is the same as mixing velocities, because x0 = z_t − t·v is affine in v.
 
-Conditions travel as a :class:`Cond`: one batch whose items may be text-to-image or edits. The
-model contract is one kind per call, so :func:`velocity` splits a mixed batch into its T2I and
-edit sub-batches and scatters the results back; every other function sees per-item tensors.
+Teachers see conditions as a :class:`trainers.cond.Cond` and are guided by
+:func:`trainers.cond.guided_velocity`, the one CFG in the code base.
 """
 
 from __future__ import annotations
@@ -22,108 +21,7 @@ import torch
 from torch import nn
 
 from trainers import flow
-
-EDIT = "edit"
-"""The category of every instruction-edit item, for the schedule (a specialist may cover it)."""
-
-
-@dataclass(frozen=True)
-class Cond:
-    """Per-item conditions of a batch of B items (text-to-image, edits, or both).
-
-    ``null_text``/``null_mask`` hold the empty prompt "" (the unconditional CFG branch), expanded
-    to B rows. ``source`` is the edit source image for edit items (rows of T2I items are ignored),
-    or None when no item is an edit. ``categories`` name each item's category (edits: "edit").
-    """
-
-    text: torch.Tensor  # [B, L, D]
-    text_mask: torch.Tensor  # [B, L]
-    null_text: torch.Tensor  # [B, L, D]
-    null_mask: torch.Tensor  # [B, L]
-    categories: tuple[str, ...]
-    source: torch.Tensor | None = None  # [B, 3, H, W]
-    is_edit: torch.Tensor | None = None  # [B] bool; None = no edits
-
-    def __post_init__(self) -> None:
-        n = self.text.shape[0]
-        assert len(self.categories) == n, f"{len(self.categories)} categories for {n} items"
-        assert (self.source is None) == (self.is_edit is None), "source and is_edit come together"
-
-    def __len__(self) -> int:
-        return self.text.shape[0]
-
-    def select(self, idx: torch.Tensor) -> Cond:
-        """The sub-batch of the items at positions ``idx`` (a 1-d long tensor)."""
-        pick = idx.tolist()
-        return Cond(
-            text=self.text[idx],
-            text_mask=self.text_mask[idx],
-            null_text=self.null_text[idx],
-            null_mask=self.null_mask[idx],
-            categories=tuple(self.categories[i] for i in pick),
-            source=None if self.source is None else self.source[idx],
-            is_edit=None if self.is_edit is None else self.is_edit[idx],
-        )
-
-    def to(self, device: torch.device | str) -> Cond:
-        """The same conditions with every tensor on ``device`` (categories stay a tuple)."""
-        move = lambda x: None if x is None else x.to(device)  # noqa: E731
-        return Cond(
-            move(self.text), move(self.text_mask), move(self.null_text), move(self.null_mask),
-            self.categories, move(self.source), move(self.is_edit),
-        )
-
-    @staticmethod
-    def concat(parts: Sequence[Cond]) -> Cond:
-        """Join sub-batches (e.g. the T2I part and the edit part of a data batch) into one Cond."""
-        parts = [p for p in parts if len(p) > 0]
-        assert parts, "nothing to concatenate"
-        if all(p.source is None for p in parts):
-            source = is_edit = None
-        else:
-            like = next(p.source for p in parts if p.source is not None)
-            source = torch.cat(
-                [p.source if p.source is not None else like.new_zeros(len(p), *like.shape[1:]) for p in parts]
-            )
-            is_edit = torch.cat(
-                [
-                    p.is_edit
-                    if p.is_edit is not None
-                    else torch.zeros(len(p), dtype=torch.bool, device=p.text.device)
-                    for p in parts
-                ]
-            )
-        return Cond(
-            text=torch.cat([p.text for p in parts]),
-            text_mask=torch.cat([p.text_mask for p in parts]),
-            null_text=torch.cat([p.null_text for p in parts]),
-            null_mask=torch.cat([p.null_mask for p in parts]),
-            categories=tuple(c for p in parts for c in p.categories),
-            source=source,
-            is_edit=is_edit,
-        )
-
-
-def velocity(
-    model: nn.Module, z_t: torch.Tensor, t: torch.Tensor, cond: Cond, unconditional: bool = False
-) -> torch.Tensor:
-    """v = model(z_t, t, text, mask, source), calling the model once per kind (T2I / edit).
-
-    ``unconditional`` uses the empty prompt; an edit keeps its source image then, so CFG guides
-    the instruction only (Qwen-Image-Edit's convention).
-    """
-    text, mask = (cond.null_text, cond.null_mask) if unconditional else (cond.text, cond.text_mask)
-    if cond.is_edit is None or not bool(cond.is_edit.any()):
-        return model(z_t, t, text, mask, None)
-    if bool(cond.is_edit.all()):
-        return model(z_t, t, text, mask, cond.source)
-    edit = cond.is_edit.nonzero().squeeze(1)
-    t2i = (~cond.is_edit).nonzero().squeeze(1)
-    v_t2i = model(z_t[t2i], t[t2i], text[t2i], mask[t2i], None)
-    v_edit = model(z_t[edit], t[edit], text[edit], mask[edit], cond.source[edit])
-    order = torch.cat([t2i, edit])
-    # cat + inverse permutation keeps autograd simple (no in-place writes)
-    return torch.cat([v_t2i, v_edit])[torch.argsort(order)]
+from trainers.cond import Cond, guided_velocity
 
 
 @dataclass
@@ -148,10 +46,7 @@ class Teacher:
     def x0(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond, guidance_scale: float) -> torch.Tensor:
         """The teacher's CFG x0 prediction (its own scale if set, else ``guidance_scale``)."""
         scale = self.guidance_scale if self.guidance_scale is not None else guidance_scale
-        v = velocity(self.model, z_t, t, cond)
-        if scale != 1.0:
-            v = flow.cfg(v, velocity(self.model, z_t, t, cond, unconditional=True), scale)
-        return flow.x0_from_v(z_t, t, v)
+        return flow.x0_from_v(z_t, t, guided_velocity(self.model, z_t, t, cond, scale))
 
 
 @dataclass
@@ -206,6 +101,18 @@ class TeacherSchedule:
         total = sum(w.values())
         return {name: x / total for name, x in w.items()}
 
+    @classmethod
+    def from_recipe(cls, recipe, teachers: TeacherSet) -> TeacherSchedule:
+        """The schedule a Recipe asks for: its teacher_weights table, else the switch at its k*."""
+        return teacher_schedule(
+            teachers,
+            nfe=recipe.nfe,
+            switch_step=recipe.switch_step,  # teacher_switch_step resolved (None -> nfe)
+            specialist=recipe.specialist,
+            specialist_weight=recipe.specialist_weight,
+            teacher_weights=recipe.teacher_weights,
+        )
+
     def matrix(self, ks: torch.Tensor, categories: Sequence[str]) -> torch.Tensor:
         """Weights [B, M] for items at steps ``ks`` [B] with ``categories``; columns follow ``names``."""
         rows = [list(self(int(k), c).values()) for k, c in zip(ks.tolist(), categories, strict=True)]
@@ -238,18 +145,6 @@ def teacher_schedule(
         raise ValueError(f"specialist {specialist!r} is not a teacher of this world (have {list(teachers)})")
     spec = tuple(specialist_weight if k >= switch_step else 0.0 for k in range(nfe))
     return TeacherSchedule(teachers, {"base": tuple(1.0 - w for w in spec), specialist: spec}, nfe)
-
-
-def schedule_from_recipe(recipe, teachers: TeacherSet) -> TeacherSchedule:
-    """The schedule a Recipe asks for (reads nfe, switch_step, specialist, specialist_weight, teacher_weights)."""
-    return teacher_schedule(
-        teachers,
-        nfe=recipe.nfe,
-        switch_step=recipe.switch_step,
-        specialist=recipe.specialist,
-        specialist_weight=recipe.specialist_weight,
-        teacher_weights=recipe.teacher_weights,
-    )
 
 
 def _checked_table(teachers: TeacherSet, table: Mapping[str, Sequence[float]], nfe: int) -> dict:

@@ -1,16 +1,24 @@
-"""The World interface: everything a distillation run needs from its domain, and ``load_world``.
+"""The World contract, the one registry of worlds, and the per-process world cache.
 
 A world bundles prompt and edit pools (Arrow tables), a text encoder, the frozen teachers and a
 judge that scores generated images. ``trainers.distill`` and ``trainers.evaluate`` only ever talk
-to this interface; ``load_world`` is the one place that knows which implementations exist.
+to the :class:`World` protocol; :data:`WORLDS` is the one place that knows which implementations
+exist (name -> ``"module:Class"``, imported on first use). A new world is one
+:func:`register_world` line here and its own package.
 
-``world_info`` answers what a world *is* (categories, edit types, specialists, metrics) without
-loading weights or building pools: the sweep spec is checked against it before anything starts.
+- ``world_info(name, **options)`` answers what a world *is* (categories, edit types, specialists,
+  metrics) without loading weights or building pools: the sweep spec is checked against it.
+- ``load_world(name, **options)`` builds one.
+- ``shared_world(name, options)`` is the process-wide world for (name, options), teachers loaded
+  once: consecutive trials of a Ray worker, or a promotion's runs, find it warm.
+
 This module stays import-light (no torch at import time) so the spec loader can use it.
 """
 
 from __future__ import annotations
 
+import importlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +28,8 @@ if TYPE_CHECKING:  # annotations only: importing this module must not import tor
     import pyarrow as pa
     import torch
 
-    from trainers.teachers import Cond, TeacherSet
+    from trainers.cond import Cond
+    from trainers.teachers import TeacherSet
     from trainers.text import TextEncoder
 
 GroupKind = Literal["category", "edit_type"]
@@ -111,19 +120,45 @@ class World(Protocol):
         """The world's metadata for these options, without loading weights or building pools."""
 
 
-def _world_class(name_or_path: str | Path) -> type:
+@dataclass(frozen=True)
+class WorldEntry:
+    """One registered world: its class, named as ``"module:Class"`` so that nothing heavy is imported early."""
+
+    name: str
+    target: str
+    description: str
+
+    def load_class(self) -> type[World]:
+        """Import the world's module and return its class."""
+        module, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+WORLDS: dict[str, WorldEntry] = {}
+"""The registry: world name -> entry. Spec files and ``--world`` name worlds by these keys."""
+
+
+def register_world(name: str, target: str, description: str) -> WorldEntry:
+    """Add a world to :data:`WORLDS`; a name is registered once."""
+    if name in WORLDS:
+        raise ValueError(f"world {name!r} is already registered ({WORLDS[name].target})")
+    WORLDS[name] = WorldEntry(name, target, description)
+    return WORLDS[name]
+
+
+register_world("tiny", "trainers.tinyworld.world:TinyWorld", "the embedded procedural 16×16 world (DESIGN §5)")
+
+
+def _world_class(name_or_path: str | Path) -> type[World]:
     """The World implementation behind a name or path; ValueError when none can be resolved."""
     text = str(name_or_path)
-    if text == "tiny":
-        from trainers.tinyworld.world import TinyWorld
-
-        return TinyWorld
+    if text in WORLDS:
+        return WORLDS[text].load_class()
+    names = ", ".join(repr(n) for n in WORLDS)
     if not Path(text).exists():
-        raise ValueError(
-            f"world {text!r}: no such file or folder (a world is 'tiny' or a folder with a world.yaml)"
-        )
+        raise ValueError(f"world {text!r}: no such file or folder (a world is {names} or a folder with a world.yaml)")
     raise ValueError(
-        f"world {text!r}: only the embedded world 'tiny' is available in this version "
+        f"world {text!r}: only the embedded world {names} is available in this version "
         "(real-model worlds from a folder with a world.yaml are not supported yet)"
     )
 
@@ -140,10 +175,41 @@ def world_info(name_or_path: str | Path = "tiny", **options: Any) -> WorldInfo:
     return info
 
 
-def load_world(name_or_path: str | Path = "tiny", **options) -> World:
-    """Resolve a world by name: "tiny" is the embedded procedural world (``trainers.tinyworld``).
+def load_world(name_or_path: str | Path = "tiny", **options: Any) -> World:
+    """Build a registered world ("tiny": the embedded procedural world, ``trainers.tinyworld``).
 
-    A real-model world (diffusers checkpoints + a prompt manifest) is a folder path; none ships yet,
-    so a path is refused with a clear message rather than half-loaded.
+    A real-model world (diffusers checkpoints + a prompt manifest) will be a folder path; none ships
+    yet, so a path is refused with a clear message rather than half-loaded.
     """
     return _world_class(name_or_path)(**options)
+
+
+# --- the per-process cache -------------------------------------------------------------------------
+
+
+class SharedWorld:
+    """A world whose teachers are loaded once: ``distill`` asks for them on every call."""
+
+    def __init__(self, world: World):
+        self._world = world
+        self._teachers: TeacherSet | None = None
+
+    def load_teachers(self) -> TeacherSet:
+        # Teachers are frozen and never moved off their device by distill, so runs can share them.
+        if self._teachers is None:
+            self._teachers = self._world.load_teachers()
+        return self._teachers
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._world, name)
+
+
+_SHARED: dict[str, SharedWorld] = {}  # per process, keyed by the world's name and options
+
+
+def shared_world(name: str, options: Mapping[str, Any]) -> World:
+    """The process-wide world for (name, options), built on first use; options are compared by content."""
+    key = json.dumps([name, dict(options)], sort_keys=True)
+    if key not in _SHARED:
+        _SHARED[key] = SharedWorld(load_world(name, **options))
+    return _SHARED[key]  # type: ignore[return-value]  # a SharedWorld answers the World protocol by delegation

@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
+
+from trainers.checkpoint import load_tensors, save_tensors
 
 from .render import ATTRIBUTES, CATEGORIES, render_batch, sample_attributes
 
@@ -208,7 +209,7 @@ def save_judge(judge: Judge, path: str | Path = DEFAULT_PATH, card: dict | None 
     """Write model.safetensors, config.json (shape + heads) and card.json into the folder ``path``."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, str(path / "model.safetensors"))
+    save_tensors(judge.state_dict(), path / "model.safetensors")
     config = {**asdict(judge.config), "heads": head_sizes()}
     (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if card is not None:
@@ -230,7 +231,7 @@ def load_judge(path: str | Path = DEFAULT_PATH) -> Judge:
             f"judge {path}: its heads {heads} do not match this world's attributes {head_sizes()}; retrain it"
         )
     judge = Judge(JudgeConfig(**config))
-    judge.load_state_dict(load_file(str(path / "model.safetensors")))
+    judge.load_state_dict(load_tensors(path / "model.safetensors"))
     return judge.eval()
 
 

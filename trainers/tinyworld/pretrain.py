@@ -12,7 +12,6 @@ the repository small and load back as float32.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import shutil
 import time
@@ -24,8 +23,9 @@ import torch
 from tqdm import tqdm
 
 from trainers import flow
+from trainers.checkpoint import save_model
+from trainers.cond import Cond, velocity
 from trainers.models import FlowModel
-from trainers.teachers import Cond, velocity
 
 from .judge import JudgeConfig, save_judge, train_judge
 from .world import CHECKPOINTS, TinyWorld, seeds_from
@@ -156,7 +156,7 @@ def _record(config: TeacherConfig, steps_done: int, start: float, losses: list[f
 
 def save_teacher(model: FlowModel, path: Path, card: dict) -> None:
     """diffusers folder in fp16 (half the bytes; the tiny world's scores do not move) + card.json."""
-    copy.deepcopy(model).half().save_pretrained(path, safe_serialization=True)
+    save_model(model, path, dtype=torch.float16)
     (path / "card.json").write_text(json.dumps(card, indent=2) + "\n")
 
 

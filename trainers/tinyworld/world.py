@@ -20,7 +20,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from trainers.teachers import EDIT, Cond, Teacher, TeacherSet
+from trainers.checkpoint import load_model
+from trainers.cond import EDIT, Cond
+from trainers.teachers import Teacher, TeacherSet
 from trainers.text import TextEncoder
 from trainers.world import GroupKind, WorldInfo
 
@@ -180,7 +182,7 @@ class TinyWorld:
             raise FileNotFoundError(
                 f"teacher {name!r}: no checkpoint in {path}; rebuild with `python -m trainers.tinyworld.pretrain`"
             )
-        return FlowModel.from_pretrained(path, torch_dtype=torch.float32).eval().requires_grad_(False)
+        return load_model(FlowModel, path, frozen=True)
 
     def load_teachers(self) -> TeacherSet:
         teachers = [Teacher("base", self.load_teacher_model("base"))]

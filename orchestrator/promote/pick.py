@@ -1,0 +1,111 @@
+"""Which trial `python -m orchestrator.promote` promotes: the pick rules over a sweep's finished trials.
+
+    ranked = candidates(sweep, "knee")                 # finished trials, the pick first
+    metric, mode = pick_metric(sweep, "best:edit_score")  # what ranks them (and the seed check)
+
+Pure functions over polars frames: knee (the Pareto fronts, orchestrator.pareto), best on a metric,
+or one named trial. A pick that cannot be met (no such trial or metric, nothing finished) raises
+PromoteError naming the valid choices.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from orchestrator import pareto
+from orchestrator.metrics import better
+from orchestrator.promote.source import PromoteError, Sweep
+
+
+def pick_metric(sweep: Sweep, pick: str) -> tuple[str, str]:
+    """(metric, mode) that ranks candidates: `score` for knee, the named or first objective for best."""
+    objectives = pareto.objectives_of(sweep.spec)
+    head, _, arg = pick.partition(":")
+    if head == "knee":
+        return ("score", "max") if len(objectives) > 1 else next(iter(objectives.items()))
+    if head == "best":
+        metric = arg or next(iter(objectives))
+        return metric, objectives.get(metric) or better(metric)
+    return "score", "max"  # trial:<id>: no ranking, score is the headline
+
+
+def candidates(sweep: Sweep, pick: str) -> list[dict[str, Any]]:
+    """Finished trials in the pick rule's order, the pick first (rows of trials.parquet as dicts).
+
+    knee: the Pareto front of the objectives ordered by distance to utopia (its first is the knee), then
+    the next front of the remaining trials the same way, and so on (one objective: the same as best).
+    best / best:<metric>: by the metric. trial:<id>: that trial alone.
+    """
+    finished = sweep.finished()
+    if finished.is_empty():
+        counts = sweep.trials["status"].value_counts().rows() if len(sweep.trials) else []
+        found = ", ".join(f"{n} {status}" for status, n in sorted(counts, key=lambda c: (-c[1], c[0])))
+        metrics = ", ".join(pareto.objectives_of(sweep.spec))
+        raise PromoteError(
+            f"{sweep.run.path}: no finished trials with values for {metrics} to promote ({found or 'no trials'})"
+        )
+    head, _, arg = pick.partition(":")
+    if head == "trial":
+        return [_trial_row(sweep, finished, arg)]
+    objectives = pareto.objectives_of(sweep.spec)
+    if head == "knee" and len(objectives) > 1:
+        return _by_fronts(finished, objectives)
+    metric, mode = pick_metric(sweep, pick)
+    if metric not in finished.columns:
+        metrics = ", ".join(c for c in finished.columns if _is_metric(sweep, c))
+        raise PromoteError(f"--pick {pick}: no metric {metric!r} in trials.parquet; metrics: {metrics}")
+    ranked = finished.drop_nulls([metric]).filter(pl.col(metric).cast(pl.Float64).is_not_nan())
+    ranked = ranked.sort(metric, descending=mode == "max", maintain_order=True)
+    if ranked.is_empty():
+        raise PromoteError(f"--pick {pick}: no finished trial has a value for {metric}")
+    return ranked.to_dicts()
+
+
+def _is_metric(sweep: Sweep, column: str) -> bool:
+    bookkeeping = {
+        "trial_id",
+        "status",
+        "started_at",
+        "error",
+        "reports",
+        "wall_s",
+        "mlflow_run_id",
+        "step",
+        "final",
+    }
+    return column not in bookkeeping and column not in sweep.param_columns
+
+
+def _trial_row(sweep: Sweep, finished: pl.DataFrame, trial_id: str) -> dict[str, Any]:
+    valid = ", ".join(finished["trial_id"].to_list())
+    match = sweep.trials.filter(pl.col("trial_id") == trial_id)
+    if match.is_empty():
+        raise PromoteError(
+            f"--pick trial:{trial_id}: no such trial in {sweep.run.path}; finished trials: {valid}"
+        )
+    row = match.row(0, named=True)
+    if row["status"] != "FINISHED":
+        problem = f"the trial is {row['status']}, not FINISHED"
+    elif finished.filter(pl.col("trial_id") == trial_id).is_empty():
+        problem = f"the trial has no value for {', '.join(pareto.objectives_of(sweep.spec))}"
+    else:
+        return row
+    raise PromoteError(f"--pick trial:{trial_id}: {problem}; finished trials: {valid}")
+
+
+def _by_fronts(finished: pl.DataFrame, objectives: dict[str, str]) -> list[dict[str, Any]]:
+    """Non-dominated sorting: front by front, each ordered by distance to utopia (the knee's rule)."""
+    ordered: list[dict[str, Any]] = []
+    rest = finished
+    while not rest.is_empty():
+        front = pareto.pareto_front(rest, objectives)
+        distance = np.linalg.norm(1.0 - pareto.normalised(front, objectives), axis=1)
+        rows = [front.row(int(i), named=True) for i in np.argsort(distance, kind="stable")]
+        if not ordered:  # the first is the knee by construction; keep knee() the one definition of it
+            assert rows[0]["trial_id"] == pareto.knee(front, objectives)["trial_id"]
+        ordered += rows
+        rest = rest.filter(~pl.col("trial_id").is_in(front["trial_id"].implode()))
+    return ordered

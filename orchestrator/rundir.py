@@ -1,0 +1,161 @@
+"""Every file and folder of a sweep's run, named once: `runs/<name>/` and what goes in it.
+
+    run = RunDir.of("runs", "task_ratio")        # runs/task_ratio, absolute
+    run.marker, run.spec, run.tables             # sweep.json, spec.yaml, [trials, curves, pareto].parquet
+    run.trial("ab12cd34")                        # runs/task_ratio/trial_ab12cd34: Ray's trial folder
+    run.samples("ab12cd34")                      # the sample grid of its last checkpoint that has one
+
+The layout (docs/sweeps.md shows it to users):
+
+    runs/<name>/                    the Ray Tune experiment folder (resumable)
+        sweep.json                  sweep id, spec hash, name: written once, read by --resume and promote
+        spec.yaml                   the resolved spec (promote and the notebook read it)
+        driver.log                  Ray's, MLflow's and Optuna's log lines
+        trials.parquet, curves.parquet, pareto.parquet
+        mlflow_pending.jsonl        MLflow writes not delivered yet, and mlflow_pending/ their files
+        trial_<id>/                 result.json (Ray: one line per report), diverged.txt,
+                                    checkpoint_<n>/ (Ray's; the trainer's checkpoint, samples.png in the final)
+        promoted/<run id>/          students saved by `python -m orchestrator.promote`
+    runs/.<name>.new-<random>/      a run folder being made (moved to runs/<name> once whole)
+    runs/<name>.archived-<time>/    a run folder that --fresh moved aside
+
+Pure paths and small file operations: no Ray, no MLflow (the notebook and promote import it).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A sweep's run folder, `runs/<name>`: the names of everything in it."""
+
+    path: Path
+
+    SPEC_FILE = "spec.yaml"
+    """The resolved spec, in the run folder and as an artifact of the sweep's MLflow run."""
+    SAMPLES_FILE = "samples.png"
+    """The sample grid in a trial's final checkpoint folder (the trial writes it, MLflow and plots read it)."""
+    RESULT_FILE = "result.json"
+    """Ray's log of a trial's reports in its trial folder, one JSON object a line."""
+    DIVERGED_FILE = "diverged.txt"
+    """In a trial folder once the trainer diverged: a retry re-raises without training again."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @classmethod
+    def of(cls, runs_dir: str | Path, name: str) -> RunDir:
+        """The run folder of the sweep `name` under `runs_dir` (absolute: Ray's storage path must be)."""
+        return cls(Path(runs_dir).resolve() / name)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # -- the sweep's own files ----------------------------------------------------------------------
+
+    @property
+    def marker(self) -> Path:
+        """sweep.json: {"sweep_id", "spec_hash", "name"}; its presence makes the folder a sweep's."""
+        return self.path / "sweep.json"
+
+    @property
+    def spec(self) -> Path:
+        """The resolved spec the sweep ran with."""
+        return self.path / self.SPEC_FILE
+
+    @property
+    def driver_log(self) -> Path:
+        return self.path / "driver.log"
+
+    @property
+    def trials(self) -> Path:
+        """One row per trial."""
+        return self.path / "trials.parquet"
+
+    @property
+    def curves(self) -> Path:
+        """One row per report."""
+        return self.path / "curves.parquet"
+
+    @property
+    def pareto(self) -> Path:
+        """The finished trials no other finished trial dominates."""
+        return self.path / "pareto.parquet"
+
+    @property
+    def tables(self) -> list[Path]:
+        """trials, curves, pareto: the tables a finished sweep leaves, in that order."""
+        return [self.trials, self.curves, self.pareto]
+
+    @property
+    def journal(self) -> Path:
+        """The MLflow outbox's journal: exists only while writes are pending."""
+        return self.path / "mlflow_pending.jsonl"
+
+    @property
+    def outbox_files(self) -> Path:
+        """Copies of the files the pending MLflow writes upload (Tune prunes old checkpoints)."""
+        return self.path / "mlflow_pending"
+
+    def promoted(self, run_id: str) -> Path:
+        """Where `orchestrator.promote` saves the student of its MLflow run `run_id`."""
+        return self.path / "promoted" / run_id
+
+    # -- trials -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def trial_dirname(trial_id: str) -> str:
+        """A trial folder's name: the trial id only (Ray's default packs every param into it)."""
+        return f"trial_{trial_id}"
+
+    def trial(self, trial_id: str) -> Path:
+        return self.path / self.trial_dirname(trial_id)
+
+    def checkpoints(self, trial_id: str) -> list[Path]:
+        """The trial's checkpoint folders that Tune keeps, oldest first (Tune names them checkpoint_000001, ...)."""
+        return sorted(path for path in self.trial(trial_id).glob("checkpoint_*") if path.is_dir())
+
+    def samples(self, trial_id: str) -> Path | None:
+        """The sample grid of the trial's last checkpoint that has one; None when none has."""
+        grids = [self.samples_in(folder) for folder in self.checkpoints(trial_id)]
+        return next((grid for grid in reversed(grids) if grid.is_file()), None)
+
+    @classmethod
+    def samples_in(cls, checkpoint: str | Path) -> Path:
+        """The sample grid's path in a checkpoint folder (wherever Tune has put that folder)."""
+        return Path(checkpoint) / cls.SAMPLES_FILE
+
+    # -- the folder's life --------------------------------------------------------------------------
+
+    def record(self) -> dict[str, Any]:
+        """What sweep.json holds (FileNotFoundError when the folder is not a sweep's)."""
+        return json.loads(self.marker.read_text())
+
+    def create(self, spec_yaml: str, record: dict[str, Any]) -> None:
+        """Make the run folder with its spec and sweep.json, whole or not at all.
+
+        Made beside its place, then moved there: a kill never leaves a half-made run folder. What a
+        start killed right there left beside it is removed first.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in self.path.parent.glob(f".{self.name}.new-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = RunDir(Path(tempfile.mkdtemp(prefix=f".{self.name}.new-", dir=self.path.parent)))
+        staging.spec.write_text(spec_yaml)
+        staging.marker.write_text(json.dumps(record))
+        staging.path.rename(self.path)
+
+    def archive(self) -> Path:
+        """Move the run folder aside, to runs/<name>.archived-<local time>; returns where it went."""
+        archive = self.path.with_name(f"{self.name}.archived-{time.strftime('%Y%m%d-%H%M%S')}")
+        self.path.rename(archive)
+        return archive

@@ -1,0 +1,85 @@
+"""The sweep's summary on the console: its trials best first, the Pareto set, why nothing finished.
+
+    print_summary(tables, spec, console)       # the table `python -m orchestrator.sweep` ends with
+    cause = no_result_cause(tables)            # one line when no trial has a result, else None
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.results import Tables
+from orchestrator.spec import SweepSpec
+
+
+def shown_metrics(spec: SweepSpec) -> list[str]:
+    """The metrics the console shows (summary table, progress lines): the objectives, then `score`, once each."""
+    return list(dict.fromkeys([o.metric for o in spec.objectives] + ["score"]))
+
+
+def sorted_trials(tables: Tables, spec: SweepSpec) -> pl.DataFrame:
+    """Trials best first by the objectives in order (finished before stopped before failed)."""
+    frame = tables.trials
+    metrics = [o.metric for o in spec.objectives if o.metric in frame.columns]
+    rank = pl.col("status").replace_strict({"FINISHED": 0, "STOPPED": 1}, default=2, return_dtype=pl.Int8)
+    return frame.with_columns(_rank=rank).sort(
+        ["_rank", *metrics],
+        descending=[False, *[o.mode == "max" for o in spec.objectives if o.metric in metrics]],
+        nulls_last=True,
+    ).drop("_rank")
+
+
+def print_summary(tables: Tables, spec: SweepSpec, console: Console) -> None:
+    """The trials sorted by the objectives; `*` marks the Pareto set when there are several objectives."""
+    frame = sorted_trials(tables, spec)
+    params = [key for key in frame.columns if _is_param(key, spec)]
+    metrics = [m for m in shown_metrics(spec) if m in frame.columns]
+    pareto = set(tables.pareto["trial_id"]) if not tables.pareto.is_empty() else set()
+    table = Table(box=box.SIMPLE_HEAD, title=f"{spec.name}: {len(frame)} trials")
+    for column in ["trial", "status", *params, *metrics, "wall s"]:
+        table.add_column(column, justify="left" if column in ("trial", "status") else "right", no_wrap=True)
+    for row in frame.iter_rows(named=True):
+        mark = "*" if row["trial_id"] in pareto and len(spec.objectives) > 1 else ""
+        cells = [_cell(row.get(k)) for k in (*params, *metrics)]
+        table.add_row(f"{row['trial_id']}{mark}", row["status"], *cells, f"{row['wall_s']:.0f}")
+    console.print(table)
+    if len(spec.objectives) > 1:
+        console.print(f"* Pareto set on {', '.join(o.metric for o in spec.objectives)}: {len(pareto)} trials")
+    if (frame["status"] == "STOPPED").any():
+        # ASHA stops a trial between full evaluations: its scores are from the last quick benchmark.
+        console.print(f"STOPPED trials: scores from the quick benchmark ({spec.base_recipe.eval_items_quick} items), "
+                      f"FINISHED ones from the full benchmark ({spec.base_recipe.eval_items} items)")
+    failed = frame.filter(pl.col("status") == "FAILED")
+    for row in failed.iter_rows(named=True):
+        console.print(f"  {row['trial_id']} failed: {row['error']}")
+
+
+def no_result_cause(tables: Tables) -> str | None:
+    """Why a sweep produced nothing, in one line, when no trial has a result (FINISHED or STOPPED):
+    the most common error among its trials. None when at least one trial has a result."""
+    trials = tables.trials
+    if trials.height and trials["status"].is_in(["FINISHED", "STOPPED"]).any():
+        return None
+    if not trials.height:
+        return "no trial ran"
+    errors = trials["error"].drop_nulls()
+    if errors.is_empty():
+        return f"no trial finished ({trials.height} trials, none with an error)"
+    failed = int((trials["status"] == "FAILED").sum())
+    top, count = errors.value_counts(sort=True).row(0)
+    return f"no trial finished: {failed} of {trials.height} failed, {count} with {top}"
+
+
+def _is_param(key: str, spec: SweepSpec) -> bool:
+    return key in spec.search or key.partition(".")[0] in spec.search
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

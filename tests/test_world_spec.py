@@ -1,0 +1,91 @@
+"""orchestrator.world_spec: the `world:` section resolved (paths absolute, info known) before anything else.
+
+Run: .venv/bin/python -m pytest tests/test_world_spec.py -q
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.world_spec import WorldSpec, resolve_world
+
+
+def _resolve(raw, spec_path: Path):
+    world, info, problems = resolve_world(raw, spec_path)
+    return world, info, [(p.where, p.message) for p in problems]
+
+
+def test_tiny_resolves_with_its_info_and_options(tmp_path):
+    world, info, problems = _resolve("tiny", tmp_path / "spec.yaml")
+    assert (world, info.name, problems) == (WorldSpec(), "tiny", [])
+    (tmp_path / "micro").mkdir()
+    world, info, problems = _resolve({"name": "tiny", "checkpoints": "micro", "resolution": 32}, tmp_path / "s.yaml")
+    assert problems == [] and world.options == {"checkpoints": str(tmp_path / "micro"), "resolution": 32}
+    assert info.resolutions == (16, 32)
+
+
+def test_paths_are_relative_to_the_spec_and_must_exist(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    world, info, problems = _resolve({"name": "tiny", "checkpoints": "absent"}, spec)
+    assert info is None and problems == [("world.checkpoints", "expected an existing folder, found 'absent'")]
+    assert world.checkpoints == str(tmp_path / "absent")  # absolute, for the Ray workers
+    _, _, problems = _resolve("./nowhere", spec)
+    assert problems == [("world", "expected 'tiny' or an existing path, found './nowhere'")]
+    (tmp_path / "real").mkdir()
+    _, _, problems = _resolve({"name": "real", "resolution": 16}, spec)
+    assert problems == [("world", "expected options only with name 'tiny', found resolution")]
+
+
+def test_a_world_this_version_cannot_load_is_one_problem(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "world.yaml").write_text("kind: diffusers\n")
+    _, info, [(where, message)] = _resolve("real", tmp_path / "spec.yaml")
+    assert info is None and where == "world"
+    assert message.startswith("expected a world this version can load, found 'real': only the embedded world 'tiny'")
+
+
+def test_a_broken_section_is_left_to_the_spec_s_validation(tmp_path):
+    assert resolve_world({"name": "tiny", "resolution": 64}, tmp_path / "s.yaml") == (None, None, [])
+
+
+def test_tiny_world_info_loads_nothing(tmp_path):
+    """world_info describes the tiny world from its constants: no checkpoint folder, no pools, no weights."""
+    from trainers.tinyworld.world import TinyWorld
+    from trainers.world import World, WorldInfo, world_info
+
+    info = world_info("tiny", checkpoints=tmp_path / "no-such-checkpoints", resolution=32)
+    assert isinstance(info, WorldInfo) and info.name == "tiny"
+    assert info.categories == ("landscape", "portrait", "text")
+    assert info.edit_types == TinyWorld.edit_types and "mirror" in info.edit_types
+    assert dict(info.specialists) == {"text": frozenset({"text"})}
+    assert info.teachers == ("base", "text") and info.resolutions == (16, 32)
+    assert set(info.metrics) == {"score", "t2i_score", "edit_score", "diversity", "fd", "adherence", "purity"}
+    assert info.mode("fd") == "min" and info.mode("score") == "max"
+    assert info.mode("t2i_score/text") == "max" and info.mode("edit_score/mirror") == "max"
+    assert info.mode("t2i_score/mirror") is None and info.mode("fd/text") is None and info.mode("clip") is None
+    assert not (tmp_path / "no-such-checkpoints").exists()
+    # In a fresh interpreter: describing the world imports no model code (diffusers) at all.
+    probe = (
+        "import sys; from trainers.world import world_info; info = world_info('tiny', checkpoints='/nowhere'); "
+        "assert 'trainers.models' not in sys.modules and 'diffusers' not in sys.modules, 'model code imported'; "
+        "print(','.join(info.categories))"
+    )
+    root = Path(__file__).parent.parent
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True, text=True, timeout=300,
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "landscape,portrait,text"), result.stderr
+    # The interface: TinyWorld is a World, and its instance answers the same without loading anything.
+    world = TinyWorld(checkpoints=tmp_path / "no-such-checkpoints")
+    assert isinstance(world, World) and world.info() == TinyWorld.info()
+    assert world._pools == {}
+    with pytest.raises(ValueError, match="unknown option"):
+        world_info("tiny", checkpoint="x")
+    with pytest.raises(ValueError, match="resolution"):
+        world_info("tiny", resolution=64)
