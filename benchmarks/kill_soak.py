@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 from orchestrator import gate
+from orchestrator.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 HANG_S = 900  # a bound that only turns a hung sweep into an error
@@ -89,7 +90,7 @@ def kill_group(proc: subprocess.Popen) -> None:
 def reports(run_dir: Path) -> list[dict[str, Any]]:
     """Every report in the trials' result.json files (the driver writes them as results arrive)."""
     out = []
-    for path in run_dir.glob("trial_*/result.json"):
+    for path in RunDir(run_dir).result_files():
         for line in path.read_text().splitlines():
             try:
                 out.append(json.loads(line))
@@ -133,7 +134,7 @@ def soak(folder: Path, checkpoints: Path, kills: int, trials: int, seed: int, st
 
 def restart(spec: Path, run_dir: Path) -> subprocess.Popen:
     """What a user does after a crash: --resume, or a plain start if the killed one made no run dir yet."""
-    return start_sweep(spec, "--resume") if (run_dir / "sweep.json").is_file() else start_sweep(spec)
+    return start_sweep(spec, "--resume") if RunDir(run_dir).marker.is_file() else start_sweep(spec)
 
 
 def check_invariants(run_dir: Path, uri: str, name: str, planned: int) -> dict[str, Any]:
@@ -141,12 +142,11 @@ def check_invariants(run_dir: Path, uri: str, name: str, planned: int) -> dict[s
     import polars as pl
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.rundir import RunDir
     from orchestrator.search.dedup import DedupOptunaSearch
     from orchestrator.tracking import outbox
 
-    trials = pl.read_parquet(run_dir / "trials.parquet")
-    curves = pl.read_parquet(run_dir / "curves.parquet")
+    trials = pl.read_parquet(RunDir(run_dir).trials)
+    curves = pl.read_parquet(RunDir(run_dir).curves)
     finished = trials.filter(pl.col("status") == "FINISHED")
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(name)
@@ -211,7 +211,7 @@ def worker_kill(folder: Path, checkpoints: Path) -> dict[str, Any]:
     finally:
         if proc.poll() is None:
             kill_group(proc)
-    trials = pl.read_parquet(run_dir / "trials.parquet")
+    trials = pl.read_parquet(RunDir(run_dir).trials)
     after = [r for r in reports(run_dir) if r.get("pid") != victim["pid"]]
     resumed_at = min((r["step"] for r in after), default=None)
     return {

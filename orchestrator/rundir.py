@@ -120,6 +120,10 @@ class RunDir:
     def trial(self, trial_id: str) -> Path:
         return self.path / self.trial_dirname(trial_id)
 
+    def result_files(self) -> list[Path]:
+        """Every trial's result.json (one JSON line per report; the driver appends them as they arrive)."""
+        return sorted(self.path.glob(f"{self.trial_dirname('*')}/{self.RESULT_FILE}"))
+
     def checkpoints(self, trial_id: str) -> list[Path]:
         """The trial's checkpoint folders that Tune keeps, oldest first (Tune names them checkpoint_000001, ...)."""
         return sorted(path for path in self.trial(trial_id).glob("checkpoint_*") if path.is_dir())

@@ -14,13 +14,16 @@ import pytest
 import torch
 
 from trainers.checkpoint import (
+    CARD_FILE,
     RECIPE_FILE,
     checkpoint_recipe,
+    load_card,
     load_checkpoint,
     load_into,
     load_model,
     load_state,
     load_tensors,
+    save_card,
     save_checkpoint,
     save_model,
     save_state,
@@ -252,3 +255,10 @@ def test_only_this_module_reads_or_writes_weights():
     }
     assert not offenders
     assert weight_io(ROOT / "trainers" / "checkpoint.py")  # the check does see the calls it looks for
+
+
+def test_a_card_round_trips_as_indented_json(tmp_path):
+    card = {"name": "micro", "scores@50": {"t2i_score": 0.5}}
+    path = save_card(tmp_path, card)
+    assert path == tmp_path / CARD_FILE and path.read_text().endswith("}\n")
+    assert load_card(tmp_path) == card

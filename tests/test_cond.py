@@ -7,42 +7,12 @@ Run: .venv/bin/python -m pytest tests/test_cond.py -q
 
 import pytest
 import torch
-from torch import nn
+from cond_toys import SHAPE, RecordingFlow, make_cond
 
 from trainers import flow
 from trainers.cond import EDIT, Cond, guided_velocity, velocity
 
 torch.set_num_threads(1)
-
-SHAPE = (3, 4, 4)
-
-
-class RecordingFlow(nn.Module):
-    """Predicts x0 = text[:, 0, 1] (+ the source) exactly and records the item ids of each call."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls: list[tuple[list[int], bool]] = []  # (item ids, called with a source image)
-
-    def forward(self, z_t, t, text, text_mask, source=None):
-        self.calls.append(([int(i) for i in text[:, 0, 0].tolist()], source is not None))
-        x0 = text[:, 0, 1].reshape(-1, 1, 1, 1) + (0 if source is None else source)
-        return (z_t - x0) / t.reshape(-1, 1, 1, 1)  # so that x0_from_v gives x0 back
-
-
-def make_cond(categories, edit=None, signal=0.5) -> Cond:
-    """Item i carries id i and the conditional signal; the null prompt carries the id and signal 0."""
-    n = len(categories)
-    text = torch.zeros(n, 2, 4)
-    text[:, 0, 0] = torch.arange(n, dtype=torch.float32)
-    text[:, 0, 1] = signal
-    null = torch.zeros_like(text)
-    null[:, 0, 0] = text[:, 0, 0]
-    mask = torch.ones(n, 2, dtype=torch.long)
-    is_edit = None if edit is None else torch.tensor(edit)
-    source = None if edit is None else torch.full((n, *SHAPE), 10.0) * is_edit.reshape(-1, 1, 1, 1)
-    return Cond(text, mask, null, mask.clone(), tuple(categories), source, is_edit)
-
 
 def x0_of(v: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return flow.x0_from_v(z_t, t, v)

@@ -19,7 +19,6 @@ from promote_helpers import fake_sweep, micro, run_main, runs, versions
 
 from orchestrator import pareto
 from orchestrator.promote.run import (
-    CARD_FILE,
     SHOWN,
     TEACHER_NFE,
     card_of,
@@ -32,7 +31,7 @@ from orchestrator.promote.source import open_sweep
 from orchestrator.promote.tracker import Lineage, PromotionTracker
 from orchestrator.rundir import RunDir
 from orchestrator.spec import load_spec
-from trainers.checkpoint import load_model
+from trainers.checkpoint import CARD_FILE, load_model
 from trainers.evaluate import EvalConfig, build_eval_set, evaluate, student_generator, teacher_generator
 from trainers.models import FlowModel
 from trainers.recipe import Recipe

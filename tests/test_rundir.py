@@ -87,3 +87,13 @@ def test_archive_moves_the_folder_aside_with_its_time(tmp_path):
 def test_record_of_a_folder_that_is_not_a_sweep_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         RunDir(tmp_path).record()
+
+
+def test_result_files_are_every_trial_s_and_nothing_else(tmp_path):
+    run = RunDir(tmp_path / "runs" / "r")
+    for trial_id in ("b", "a"):
+        run.trial(trial_id).mkdir(parents=True)
+        (run.trial(trial_id) / RunDir.RESULT_FILE).write_text("{}\n")
+    (run.path / "elsewhere").mkdir()
+    (run.path / "elsewhere" / RunDir.RESULT_FILE).write_text("{}\n")
+    assert run.result_files() == [run.trial("a") / "result.json", run.trial("b") / "result.json"]

@@ -9,46 +9,12 @@ Run: .venv/bin/python -m pytest tests/test_teachers.py -q
 
 import pytest
 import torch
-from torch import nn
+from cond_toys import SHAPE, RecordingFlow, make_cond
 
-from trainers.cond import EDIT, Cond
+from trainers.cond import EDIT
 from trainers.teachers import Teacher, TeacherSchedule, TeacherSet, real_x0, teacher_schedule
 
 torch.set_num_threads(1)
-
-SHAPE = (3, 4, 4)
-
-
-class RecordingFlow(nn.Module):
-    """Predicts x0 = offset + text[:, 0, 1] exactly and records the item ids (text[:, 0, 0]) of each call."""
-
-    def __init__(self, offset: float):
-        super().__init__()
-        self.offset = nn.Parameter(torch.tensor(offset))
-        self.calls: list[tuple[list[int], bool]] = []  # (item ids, called with a source image)
-
-    def forward(self, z_t, t, text, text_mask, source=None):
-        self.calls.append(([int(i) for i in text[:, 0, 0].tolist()], source is not None))
-        x0 = self.offset + text[:, 0, 1].reshape(-1, 1, 1, 1) + (0 if source is None else source)
-        return (z_t - x0) / t.reshape(-1, 1, 1, 1)  # so that x0_from_v gives x0 back
-
-    def items(self) -> set[int]:
-        return {i for ids, _ in self.calls for i in ids}
-
-
-def make_cond(categories, edit=None, signal=0.5) -> Cond:
-    """Cond whose item i carries id i (text[:, 0, 0]) and a conditional signal (text[:, 0, 1])."""
-    n = len(categories)
-    text = torch.zeros(n, 2, 4)
-    text[:, 0, 0] = torch.arange(n, dtype=torch.float32)
-    text[:, 0, 1] = signal
-    null = torch.zeros_like(text)
-    null[:, 0, 0] = text[:, 0, 0]  # the id travels in the unconditional branch too (instrumentation only)
-    mask = torch.ones(n, 2, dtype=torch.long)
-    is_edit = None if edit is None else torch.tensor(edit)
-    source = None if edit is None else torch.full((n, *SHAPE), 10.0) * is_edit.reshape(-1, 1, 1, 1)
-    return Cond(text, mask, null, mask.clone(), tuple(categories), source, is_edit)
-
 
 @pytest.fixture
 def teachers() -> TeacherSet:

@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from sweep_helpers import micro_spec
 
 from orchestrator.world_spec import WorldSpec, resolve_world
+from orchestrator.yamlio import SpecError
 
 
 def _resolve(raw, spec_path: Path):
@@ -89,3 +91,12 @@ def test_tiny_world_info_loads_nothing(tmp_path):
         world_info("tiny", checkpoint="x")
     with pytest.raises(ValueError, match="resolution"):
         world_info("tiny", resolution=64)
+
+
+def test_world_options_are_validated_with_their_line(tmp_path, micro_checkpoints):
+    with pytest.raises(SpecError) as err:
+        micro_spec(tmp_path, micro_checkpoints, world={"name": "tiny", "checkpoint": "x"})
+    assert "world.checkpoint: unknown key 'checkpoint'; did you mean 'checkpoints'?" in str(err.value)
+    spec = micro_spec(tmp_path, micro_checkpoints)
+    assert spec.world.name == "tiny" and spec.world.options["checkpoints"] == str(micro_checkpoints)
+    assert micro_spec(tmp_path, micro_checkpoints, world="tiny").world.options == {}

@@ -43,9 +43,23 @@ INT_KEYS = "__int_keys__"  # JSON object keys are strings: int keys are tagged t
 TUPLE = "__tuple__"  # JSON has only lists: tuples (e.g. AdamW betas) are tagged to come back as tuples
 STATE_JSON, STATE_TENSORS = "state.json", "state.safetensors"
 RECIPE_FILE = "recipe.yaml"  # the exact recipe a checkpoint was trained with
+CARD_FILE = "card.json"  # a model folder's card: what it is, how it was trained, how it scores
+MODEL_SUBFOLDER = "transformer"  # a promoted student's weights, as in a diffusers pipeline folder
 
 
 # --- models and tensor files ----------------------------------------------------------------------
+
+
+def save_card(folder: str | Path, card: dict[str, Any]) -> Path:
+    """Write ``card.json`` (indented JSON) into the model folder ``folder``."""
+    path = Path(folder) / CARD_FILE
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    return path
+
+
+def load_card(folder: str | Path) -> dict[str, Any]:
+    """The ``card.json`` of the model folder ``folder``."""
+    return json.loads((Path(folder) / CARD_FILE).read_text())
 
 
 def save_model(model: ModelMixin, folder: str | Path, dtype: torch.dtype | None = None) -> Path:

@@ -9,7 +9,6 @@ holds the student's, teacher@50's and teacher@nfe's scores and the sampling spee
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from orchestrator.metrics import SCORES
 from orchestrator.promote.seeds import SeedCheck
 from orchestrator.promote.source import Sweep
 from orchestrator.promote.tracker import Lineage, PromotionTracker
-from trainers.checkpoint import RECIPE_FILE, save_model, write_atomically
+from trainers.checkpoint import MODEL_SUBFOLDER, RECIPE_FILE, save_card, save_model, write_atomically
 from trainers.distill import distill
 from trainers.evaluate import (
     EvalConfig,
@@ -34,7 +33,6 @@ from trainers.recipe import Recipe
 from trainers.sampling import StudentScheduler
 from trainers.world import World, shared_world
 
-TRANSFORMER, CARD_FILE = "transformer", "card.json"
 SHOWN = (*SCORES, "diversity")  # the scores every promotion table shows
 TEACHER_NFE = 50  # the reference teacher: 50 Euler steps with CFG (DESIGN §7)
 SPEED_ITEMS = 64  # items per timed sampling batch (benchmarks/student_speedup.py's default)
@@ -44,9 +42,9 @@ def save_student(folder: Path, student: torch.nn.Module, recipe: Recipe, card: d
     """transformer/ (a diffusers folder, safetensors), recipe.yaml and card.json, written atomically."""
 
     def write(tmp: Path) -> None:
-        save_model(student, tmp / TRANSFORMER)
+        save_model(student, tmp / MODEL_SUBFOLDER)
         (tmp / RECIPE_FILE).write_text(recipe.to_yaml())
-        (tmp / CARD_FILE).write_text(json.dumps(card, indent=2))
+        save_card(tmp, card)
 
     return write_atomically(folder, write)
 
@@ -132,7 +130,7 @@ def card_of(
     """card.json: what the folder holds, how to load and sample it, where it comes from, how it scores."""
     return {
         "name": f"{sweep.spec.name}-student",
-        "load": "FlowModel.from_pretrained(folder, subfolder='transformer')  # trainers.models",
+        "load": f"FlowModel.from_pretrained(folder, subfolder='{MODEL_SUBFOLDER}')  # trainers.models",
         "sample": f"trainers.sampling.StudentScheduler(nfe={recipe.nfe}, shift={recipe.timestep_shift})"
         ".sample(model, cond, eps, noise)",
         "recipe": RECIPE_FILE,

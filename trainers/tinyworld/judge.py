@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from trainers.checkpoint import load_tensors, save_tensors
+from trainers import checkpoint
+from trainers.checkpoint import load_tensors, save_card, save_tensors
 
 from .render import ATTRIBUTES, CATEGORIES, render_batch, sample_attributes
 
@@ -213,7 +214,7 @@ def save_judge(judge: Judge, path: str | Path = DEFAULT_PATH, card: dict | None 
     config = {**asdict(judge.config), "heads": head_sizes()}
     (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if card is not None:
-        (path / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+        save_card(path, card)
     return path
 
 
@@ -237,7 +238,7 @@ def load_judge(path: str | Path = DEFAULT_PATH) -> Judge:
 
 def load_card(path: str | Path = DEFAULT_PATH) -> dict:
     """The model card (training record and accuracy table) of a saved judge."""
-    return json.loads((Path(path) / "card.json").read_text())
+    return checkpoint.load_card(path)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from trainers import flow
-from trainers.checkpoint import save_model
+from trainers.checkpoint import save_card, save_model
 from trainers.cond import Cond, velocity
 from trainers.models import FlowModel
 
@@ -157,7 +157,7 @@ def _record(config: TeacherConfig, steps_done: int, start: float, losses: list[f
 def save_teacher(model: FlowModel, path: Path, card: dict) -> None:
     """diffusers folder in fp16 (half the bytes; the tiny world's scores do not move) + card.json."""
     save_model(model, path, dtype=torch.float16)
-    (path / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    save_card(path, card)
 
 
 MICRO_WORLD = {"train_prompts": 96, "train_edits": 48, "heldout_prompts": 96, "heldout_edits": 96}

@@ -21,6 +21,7 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from trainers.checkpoint import load_card, save_card  # noqa: E402
 from trainers.evaluate import EvalConfig, build_eval_set, evaluate_teacher, teacher_generator  # noqa: E402
 
 from .world import TinyWorld  # noqa: E402
@@ -168,8 +169,7 @@ def main(argv: list[str] | None = None) -> None:
 def _record_in_cards(world: TinyWorld, at50: dict, text_scores: dict, args) -> None:
     """Write the teacher@50 scores (mean over the seeds) into the base and text model cards."""
     for name in ("base", "text"):
-        path = world.checkpoints / name / "card.json"
-        card = json.loads(path.read_text())
+        card = load_card(world.checkpoints / name)
         card["scores@50"] = {
             "guidance_scale": args.guidance_scale,
             "items": args.items,
@@ -177,7 +177,7 @@ def _record_in_cards(world: TinyWorld, at50: dict, text_scores: dict, args) -> N
             **({k: round(v[0], 4) for k, v in at50.items()} if name == "base" else {}),
             "t2i_score/text": round(text_scores[name], 4),
         }
-        path.write_text(json.dumps(card, indent=2) + "\n")
+        save_card(world.checkpoints / name, card)
 
 
 if __name__ == "__main__":

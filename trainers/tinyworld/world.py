@@ -10,7 +10,6 @@ world (categories, edit types, specialists, metrics) without loading any of it.
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from trainers.checkpoint import load_model
+from trainers.checkpoint import load_card, load_model
 from trainers.cond import EDIT, Cond
 from trainers.teachers import Teacher, TeacherSet
 from trainers.text import TextEncoder
@@ -191,7 +190,7 @@ class TinyWorld:
 
     def card(self, name: str) -> dict:
         """The model card of a shipped checkpoint (teacher or judge)."""
-        return json.loads((self.checkpoints / name / "card.json").read_text())
+        return load_card(self.checkpoints / name)
 
     @cached_property
     def judge(self) -> Judge:
