@@ -75,6 +75,19 @@ def test_grid_sampler_enumerates_the_grid():
     assert grid_space(search)["teacher_switch_step"] == [2, 3, 4]
 
 
+def test_a_used_up_grid_closes_its_last_trial_under_ask_and_tell():
+    """Tune tells Optuna each result outside study.optimize: the grid's own stop must not raise there."""
+    search = _search(critic_updates={"grid": [1, 2]})
+    study = optuna.create_study(sampler=PortableSampler(lambda: make_sampler(SamplerSpec(name="grid"), search)))
+    sample = define_by_run(search)
+    for value in (0.5, 0.7):
+        trial = study.ask()
+        sample(trial)
+        study.tell(trial, value)  # the second tell uses up the grid
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert sorted(t.params["critic_updates"] for t in study.trials) == [1, 2]
+
+
 def test_options_are_plain_keyword_arguments_of_the_sampler():
     search = _search(x={"float": [0, 1]})
     assert _problems(search, name="tpe", options={"n_startup_trials": 3}) == []

@@ -164,7 +164,14 @@ class PortableSampler(optuna.samplers.BaseSampler):
         self.inner.before_trial(study, trial)
 
     def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
-        self.inner.after_trial(study, trial, state, values)
+        try:
+            self.inner.after_trial(study, trial, state, values)
+        except RuntimeError as err:
+            # The grid sampler stops the study once its grid is used up, which Optuna allows only
+            # inside study.optimize. Tune asks and tells instead, and the spec's budget (checked to
+            # be at most the grid's size) already ends the sweep: nothing is left to stop.
+            if "Study.stop" not in str(err):
+                raise
 
     def reseed_rng(self) -> None:
         self.inner.reseed_rng()
