@@ -83,6 +83,8 @@ def test_teacher_at_50_and_student_scores_are_complete(micro_world, teachers):
         assert f"edit_score/{t}" in scores
     assert scores["score"] == pytest.approx((scores["t2i_score"] + scores["edit_score"]) / 2)
     assert 0.0 <= scores["score"] <= 1.0
+    assert scores["score_se"] == pytest.approx(math.hypot(scores["t2i_score_se"], scores["edit_score_se"]) / 2)
+    assert 0 < scores["score_se"] < 0.5
 
 
 def test_too_many_items_is_a_clear_error(micro_world):

@@ -94,6 +94,17 @@ def test_degraded_samples_score_lower_than_real_ones(judge, prompts, real):
     assert noisy["fd"] > 10 * baseline["fd"] and noisy["purity"] < 0.05 and noisy["t2i_score"] < 0.05
 
 
+def test_scores_carry_their_bootstrap_standard_errors(judge, prompts, real):
+    blends = evaluate_t2i((real + real.roll(1, 0)) / 2, prompts, judge, K, seed=12)
+    groups = [c for c in CATEGORIES if f"t2i_score/{c}" in blends]
+    assert {f"t2i_score_se/{c}" for c in groups} | {"t2i_score_se"} <= set(blends)
+    assert all(blends[f"t2i_score_se/{c}"] > 0 for c in groups)
+    # The mean over categories has a smaller error than any one category's score.
+    assert blends["t2i_score_se"] < max(blends[f"t2i_score_se/{c}"] for c in groups)
+    ceiling = evaluate_t2i(real, prompts, judge, K, seed=12)
+    assert ceiling["t2i_score_se"] < blends["t2i_score_se"]  # scores near 1 barely move under resampling
+
+
 def test_frechet_distance_matches_the_closed_form_for_diagonal_gaussians():
     g = torch.Generator().manual_seed(0)
     a = torch.randn(20000, 2, generator=g) * torch.tensor([1.0, 2.0])
@@ -112,6 +123,7 @@ def test_edit_metrics_on_targets_and_on_unedited_sources(judge):
     good = evaluate_edits(targets, rows, judge)
     assert set(f"edit_score/{t}" for t in EDIT_TYPES) <= set(good)
     assert good["edit_adherence"] >= 0.98 and good["preservation"] >= 0.98 and good["edit_purity"] == 1.0
+    assert set(f"edit_score_se/{t}" for t in EDIT_TYPES) | {"edit_score_se"} <= set(good)
     lazy = evaluate_edits(sources, rows, judge)  # returns the source unchanged
     assert lazy["edit_adherence"] < 0.05 and lazy["preservation"] >= 0.98 and lazy["edit_score"] < 0.05
 

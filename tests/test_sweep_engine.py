@@ -130,13 +130,16 @@ def test_micro_sweep_writes_tables_and_nested_mlflow_runs(tmp_path, micro_checkp
     trials = pl.read_parquet(tmp_path / "runs" / "micro" / "trials.parquet")
     assert trials.height == 4 and trials["trial_id"].n_unique() == 4
     assert set(trials["status"]) <= {"FINISHED", "STOPPED"}
-    for column in ("t2i_edit_ratio", "t2i_score", "edit_score", "score", "wall_s", "mlflow_run_id"):
+    for column in ("t2i_edit_ratio", "t2i_score", "edit_score", "score", "wall_s", "mlflow_run_id",
+                   "t2i_score_se", "edit_score_se", "score_se", "t2i_score_se/text"):
         assert trials[column].null_count() == 0, column
+    assert (trials["score_se"] >= 0).all()  # every score carries its SE (0 here: micro students score 0)
     assert trials["t2i_edit_ratio"].is_between(0.1, 0.9).all()
     curves = pl.read_parquet(tmp_path / "runs" / "micro" / "curves.parquet")
     finished = trials.filter(pl.col("status") == "FINISHED")["trial_id"]
     for trial_id in finished:
         assert curves.filter(pl.col("trial_id") == trial_id)["step"].to_list() == [2.0, 4.0]
+    assert curves["score_se"].null_count() == 0
 
     parents, children = mlflow_runs(outcome.tracking_uri, "micro")
     assert len(parents) == 1 and len(children) == 4
@@ -158,6 +161,7 @@ def test_micro_sweep_writes_tables_and_nested_mlflow_runs(tmp_path, micro_checkp
         history = client.get_metric_history(run.info.run_id, "score")
         expected = [2, 4] if row["status"] == "FINISHED" else [2]
         assert [m.step for m in history] == expected
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "score_se")] == expected
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert "recipe.yaml" in artifacts
         if row["status"] == "FINISHED":

@@ -13,6 +13,7 @@ scored by the same code.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -124,6 +125,14 @@ def generate_all(generate: Generate, es: EvalSet, batch_size: int = 256) -> tupl
     return torch.cat(images), time.perf_counter() - start
 
 
+def _score_se(t2i: dict[str, float], edit: dict[str, float]) -> dict[str, float]:
+    """``score_se`` when the world reports both SEs: the T2I and edit items are drawn independently,
+    so the variances of the two halves of ``score`` add."""
+    if "t2i_score_se" not in t2i or "edit_score_se" not in edit:
+        return {}
+    return {"score_se": math.hypot(t2i["t2i_score_se"], edit["edit_score_se"]) / 2}
+
+
 def evaluate(
     world: World, generate: Generate, config: EvalConfig | EvalSet = EvalConfig()
 ) -> dict[str, float]:
@@ -143,6 +152,7 @@ def evaluate(
         **t2i,
         **edit,
         "score": (t2i["t2i_score"] + edit["edit_score"]) / 2,
+        **_score_se(t2i, edit),
         "samples_per_s": len(images) / gen_s,
         "eval_s": time.perf_counter() - start,
     }

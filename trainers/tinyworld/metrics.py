@@ -47,6 +47,7 @@ from .edits import EDIT_TYPES
 from .judge import IGNORE, Judge, encode_labels
 from .prompts import sample_images
 from .render import ATTRIBUTE_NAMES, ATTRIBUTES, CATEGORIES, PALETTE, SKIN_TONES, allowed_values
+from .uncertainty import score_se
 
 PURITY_TOLERANCE = 0.1  # [-1, 1] units per channel: renders jitter by ≤ 0.04; a 50:50 blend of two palette colours is ≥ 0.5 off
 
@@ -221,11 +222,14 @@ def evaluate_t2i(
         reference, _ = sample_images(rows, k, seed, images.shape[-1])
     features, reference_features = judge.features(images).detach(), judge.features(reference).detach()
     spread = diversity(predictions, rows, k)
+    prompt_of = torch.arange(len(rows)).repeat_interleave(k)
     out: dict[str, float] = {}
+    groups = {}
     for c in CATEGORIES:
         sel = torch.tensor([cat == c for cat in categories])
         if not sel.any():
             continue
+        groups[c] = ((mean[sel], pure[sel]), prompt_of[sel])
         out[f"adherence/{c}"] = float(mean[sel].mean())
         out[f"adherence_all/{c}"] = float(exact[sel].float().mean())
         out[f"purity/{c}"] = float(pure[sel].mean())
@@ -237,7 +241,7 @@ def evaluate_t2i(
     for name in ("t2i_score", "adherence", "adherence_all", "purity", "diversity", "fd"):
         values = [out[f"{name}/{c}"] for c in CATEGORIES if f"{name}/{c}" in out]
         out[name] = float(np.nanmean(values)) if not all(math.isnan(v) for v in values) else math.nan
-    return out
+    return {**out, **score_se("t2i_score", groups)}
 
 
 def evaluate_edits(images: torch.Tensor, rows: Rows, judge: Judge) -> dict[str, float]:
@@ -257,10 +261,12 @@ def evaluate_edits(images: torch.Tensor, rows: Rows, judge: Judge) -> dict[str, 
     preservation, _ = masked_accuracy(correct, _mask(untouched, True))
     pure = purity(images)
     out: dict[str, float] = {}
+    groups = {}
     for t in EDIT_TYPES:
         sel = torch.tensor([r["edit_type"] == t for r in rows])
         if not sel.any():
             continue
+        groups[t] = ((adherence[sel], preservation[sel], pure[sel]), torch.arange(len(rows))[sel])
         out[f"edit_adherence/{t}"] = float(adherence[sel].mean())
         out[f"preservation/{t}"] = float(preservation[sel].mean())
         out[f"edit_purity/{t}"] = float(pure[sel].mean())
@@ -269,7 +275,7 @@ def evaluate_edits(images: torch.Tensor, rows: Rows, judge: Judge) -> dict[str, 
         )
     for name in ("edit_score", "edit_adherence", "preservation", "edit_purity"):
         out[name] = float(np.mean([out[f"{name}/{t}"] for t in EDIT_TYPES if f"{name}/{t}" in out]))
-    return out
+    return {**out, **score_se("edit_score", groups)}
 
 
 def combine(t2i: Mapping[str, float], edit: Mapping[str, float]) -> dict[str, float]:
