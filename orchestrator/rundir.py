@@ -12,6 +12,10 @@ The layout (docs/sweeps.md shows it to users):
         spec.yaml                   the resolved spec (promote and the notebook read it)
         driver.log                  Ray's, MLflow's and Optuna's log lines
         trials.parquet, curves.parquet, pareto.parquet
+        reference.json              the hypervolume reference point (the spec's, else the teacher at the student's NFE)
+        confirm_plan.json           the confirmation stage's runs (source trial, seed), fixed once the search ends
+        confirm/                    the confirmation stage's Ray Tune experiment (trial_<id>/ as above)
+        confirm.parquet             one row per confirmation run
         mlflow_pending.jsonl        MLflow writes not delivered yet, and mlflow_pending/ their files
         trial_<id>/                 result.json (Ray: one line per report), diverged.txt,
                                     checkpoint_<n>/ (Ray's; the trainer's checkpoint, samples.png in the final)
@@ -95,6 +99,26 @@ class RunDir:
     def tables(self) -> list[Path]:
         """trials, curves, pareto: the tables a finished sweep leaves, in that order."""
         return [self.trials, self.curves, self.pareto]
+
+    @property
+    def reference(self) -> Path:
+        """{metric: value}: the hypervolume reference point of the sweep's objectives."""
+        return self.path / "reference.json"
+
+    @property
+    def confirm_plan(self) -> Path:
+        """The confirmation runs, written once when the search ends (so a resumed stage runs the same ones)."""
+        return self.path / "confirm_plan.json"
+
+    @property
+    def confirm(self) -> RunDir:
+        """The confirmation stage's Tune experiment folder, laid out like a run folder's trials."""
+        return RunDir(self.path / "confirm")
+
+    @property
+    def confirm_table(self) -> Path:
+        """One row per confirmation run (its source trial, seed, status and metrics)."""
+        return self.path / "confirm.parquet"
 
     @property
     def journal(self) -> Path:

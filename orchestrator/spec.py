@@ -50,6 +50,9 @@ def _check_metric(name: str, world: WorldInfo | None) -> str:
 class Objective(SpecModel):
     metric: str
     mode: Literal["max", "min"]
+    reference: float | None = Field(
+        None, description="hypervolume reference on this axis; null -> the teacher at the student's NFE"
+    )
 
     @field_validator("metric")
     @classmethod
@@ -80,6 +83,13 @@ class Budget(SpecModel):
     concurrent: int = Field(1, ge=1)
     time_limit_s: float | None = Field(None, gt=0)
     max_failures: int = Field(2, ge=0, description="retries of a failed trial (e.g. a lost node)")
+
+
+class Confirm(SpecModel):
+    """After the search: the best trials re-run full-length with new training seeds (orchestrator.confirm)."""
+
+    top: int = Field(2, ge=1, description="trials to confirm: best by the scalar objective, else nearest the knee")
+    seeds: int = Field(2, ge=2, description="new training seeds per trial (the recipe's seed + 1, + 2, ...)")
 
 
 class Resources(SpecModel):
@@ -128,6 +138,7 @@ class SweepSpec(SpecModel):
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     scheduler: SchedulerSpec | None = None
     budget: Budget = Field(default_factory=Budget)
+    confirm: Confirm | None = Field(None, description="null: no confirmation stage")
     resources: Resources = Field(default_factory=Resources)
     tracking: Tracking = Field(default_factory=Tracking)
     promote: Promote = Field(default_factory=Promote)
