@@ -23,7 +23,7 @@ import polars as pl
 
 from orchestrator import pareto
 from orchestrator.rundir import RunDir
-from orchestrator.search import recipe_params
+from orchestrator.search import CONFIRM_KEY, recipe_params
 from orchestrator.spec import SweepSpec, load_spec
 
 
@@ -32,6 +32,7 @@ class Tables:
     trials: pl.DataFrame  # one row per trial
     curves: pl.DataFrame  # one row per report
     pareto: pl.DataFrame  # the non-dominated finished trials (rows of `trials`)
+    confirm: pl.DataFrame | None = None  # one row per confirmation run (its `confirm_of` trial, `seed`), if any
 
 
 def collect(run_dir: Path, spec: SweepSpec, run_ids: dict[str, str] | None = None) -> Tables:
@@ -54,6 +55,7 @@ def collect(run_dir: Path, spec: SweepSpec, run_ids: dict[str, str] | None = Non
                 # the experiment folder's copy: the driver's local one went with its Ray session
                 "error": error_summary(trial.get_error()) if trial.status == "ERROR" else None,
                 **recipe_params(trial.config),
+                **({CONFIRM_KEY: trial.config[CONFIRM_KEY]} if CONFIRM_KEY in trial.config else {}),
                 **report_metrics(trial.last_result or {}),
                 "reports": len(reports),
                 "wall_s": float((trial.last_result or {}).get("time_total_s", 0.0)),
@@ -93,9 +95,14 @@ def in_start_order(trials: pl.DataFrame) -> pl.DataFrame:
 
 
 def write(run_dir: Path, tables: Tables) -> list[Path]:
-    """The three tables as the run dir's parquet files (RunDir.tables; atomically: tmp file + rename)."""
+    """The tables as the run dir's parquet files (RunDir.tables, and confirm.parquet when there is a
+    confirmation stage; atomically: tmp file + rename)."""
+    run = RunDir(run_dir)
+    pairs = list(zip(run.tables, (tables.trials, tables.curves, tables.pareto), strict=True))
+    if tables.confirm is not None:
+        pairs.append((run.confirm_table, tables.confirm))
     paths = []
-    for path, frame in zip(RunDir(run_dir).tables, (tables.trials, tables.curves, tables.pareto), strict=True):
+    for path, frame in pairs:
         tmp = path.with_suffix(".parquet.tmp")
         frame.write_parquet(tmp)
         tmp.replace(path)
@@ -108,7 +115,7 @@ class MissingResultsError(FileNotFoundError):
 
 
 def load_sweep(run_dir: str | Path) -> Tables:
-    """The tables a sweep wrote to `run_dir` (runs/<name>): trials, curves and Pareto front."""
+    """The tables a sweep wrote to `run_dir` (runs/<name>): trials, curves, Pareto front (and confirm, if any)."""
     paths = RunDir(run_dir).tables
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
@@ -116,7 +123,8 @@ def load_sweep(run_dir: str | Path) -> Tables:
             f"{', '.join(missing)} not found: run the sweep (python -m orchestrator.sweep SPEC) to write "
             "the tables, or finish an interrupted one with --resume"
         )
-    return Tables(*(pl.read_parquet(path) for path in paths))
+    confirm = RunDir(run_dir).confirm_table
+    return Tables(*(pl.read_parquet(path) for path in paths), confirm=pl.read_parquet(confirm) if confirm.is_file() else None)
 
 
 def sweep_objectives(run_dir: str | Path) -> dict[str, str] | None:
@@ -125,15 +133,16 @@ def sweep_objectives(run_dir: str | Path) -> dict[str, str] | None:
     return pareto.objectives_of(load_spec(path)) if path.is_file() else None
 
 
-def load_mlflow(uri: str, experiment: str, sweep_id: str | None = None) -> pl.DataFrame:
+def load_mlflow(uri: str, experiment: str, sweep_id: str | None = None, stage: str | None = "search") -> pl.DataFrame:
     """The trials of a sweep straight from MLflow: one row per child run tagged role=trial.
 
     The experiment is named after the sweep; it holds every sweep of that name (a `--fresh` start
     makes a new one), so `sweep_id` picks one (runs/<name>/sweep.json has it) and the latest is the
     default. Columns: trial_id, status (the trial's outcome: FINISHED, STOPPED, FAILED; MLflow's run
-    status while it runs), started_at (unix s), every param (a float where every run's value is
+    status while it runs), stage (search, or confirm for the confirmation stage's runs), started_at (unix s), every param (a float where every run's value is
     numeric), every metric (its latest value) and mlflow_run_id; rows in start order. Runs in MLflow's
-    trash (trials lost to a killed driver) are left out.
+    trash (trials lost to a killed driver) are left out. `stage`: "search" (the default), "confirm",
+    or None for both.
     """
     from mlflow.tracking import MlflowClient  # see collect()
 
@@ -151,10 +160,13 @@ def load_mlflow(uri: str, experiment: str, sweep_id: str | None = None) -> pl.Da
     runs = client.search_runs(
         [found.experiment_id], f"tags.role = 'trial' and tags.sweep_id = '{sweep_id}'", max_results=50_000
     )
+    if stage is not None:
+        runs = [run for run in runs if run.data.tags.get("stage", "search") == stage]
     rows = [
         {
             "trial_id": run.data.tags.get("trial_id"),
-            "status": run.data.tags.get("outcome", run.info.status),
+            "status": _OUTCOMES.get(run.data.tags.get("outcome", ""), run.info.status),
+            "stage": run.data.tags.get("stage", "search"),
             "started_at": run.info.start_time / 1000 if run.info.start_time else None,
             **run.data.params,
             **run.data.metrics,
@@ -167,6 +179,10 @@ def load_mlflow(uri: str, experiment: str, sweep_id: str | None = None) -> pl.Da
         return frame
     params = {key for run in runs for key in run.data.params}
     return in_start_order(frame.with_columns([_numeric(frame[key]) for key in sorted(params)]))
+
+
+# the `outcome` tags the tracker writes (orchestrator.tracking.callback.OUTCOME_TAGS), as the tables' statuses
+_OUTCOMES = {"finished": "FINISHED", "stopped_early": "STOPPED", "failed": "FAILED", "lost": "LOST"}
 
 
 def _numeric(column: pl.Series) -> pl.Series:

@@ -1,7 +1,11 @@
-"""The sweep's summary on the console: its trials best first, the Pareto set, why nothing finished.
+"""The sweep's summary on the console: its trials best first, the Pareto set, the confirmation's verdict,
+why nothing finished.
 
     print_summary(tables, spec, console)       # the table `python -m orchestrator.sweep` ends with
     cause = no_result_cause(tables)            # one line when no trial has a result, else None
+
+Every score is shown with its standard error where the table has one (`<metric>_se`: over the
+benchmark's items for a trial; over training seeds for a confirmed recipe).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from orchestrator import confirm
 from orchestrator.results import Tables
 from orchestrator.spec import SweepSpec
 
@@ -45,7 +50,7 @@ def print_summary(tables: Tables, spec: SweepSpec, console: Console) -> None:
         table.add_column(column, justify="left" if column in ("trial", "status") else "right", no_wrap=True)
     for row in frame.iter_rows(named=True):
         mark = "*" if row["trial_id"] in pareto and len(spec.objectives) > 1 else ""
-        cells = [_cell(row.get(k)) for k in (*params, *metrics)]
+        cells = [_cell(row.get(k)) for k in params] + [_with_se(row, m) for m in metrics]
         table.add_row(f"{row['trial_id']}{mark}", row["status"], *cells, f"{row['wall_s']:.0f}")
     console.print(table)
     if len(spec.objectives) > 1:
@@ -57,7 +62,30 @@ def print_summary(tables: Tables, spec: SweepSpec, console: Console) -> None:
     failed = frame.filter(pl.col("status") == "FAILED")
     for row in failed.iter_rows(named=True):
         console.print(f"  {row['trial_id']} failed: {row['error']}")
+    if tables.confirm is not None:
+        print_confirmation(tables, spec, console)
 
+
+def print_confirmation(tables: Tables, spec: SweepSpec, console: Console) -> None:
+    """The confirmed recipes (mean ± SE over their new seeds, the search's value beside) and the verdict."""
+    metrics = shown_metrics(spec)
+    stats = confirm.confirmed(tables.confirm, metrics, tables.trials)
+    metric, mode = confirm.ranking_metric(spec)
+    verdict = confirm.judge(stats, metric, mode)
+    runs = tables.confirm
+    done = int((runs["status"] == "FINISHED").sum()) if "status" in runs.columns else 0
+    title = f"confirmation: {done} of {runs.height} runs finished, mean ± SE over new seeds"
+    table = Table(box=box.SIMPLE_HEAD, title=title)
+    for column in ["trial", "seeds", *metrics, f"search {metric}", f"vs leader ({metric})"]:
+        table.add_column(column, justify="left" if column == "trial" else "right", no_wrap=True)
+    by_id = {row["trial_id"]: row for row in stats.iter_rows(named=True)} if not stats.is_empty() else {}
+    for standing in verdict.standings:
+        row = by_id[standing.trial_id]
+        versus = "leader" if standing.verdict == "leader" else f"{-standing.gap:+.3f} ± {standing.gap_se:.3f} {standing.verdict}"
+        table.add_row(standing.trial_id, str(row["seeds"]), *[_with_se(row, m) for m in metrics],
+                      _cell(row.get(f"search_{metric}")), versus)
+    console.print(table)
+    console.print(f"verdict: {verdict.text()}")
 
 def no_result_cause(tables: Tables) -> str | None:
     """Why a sweep produced nothing, in one line, when no trial has a result (FINISHED or STOPPED):
@@ -77,6 +105,14 @@ def no_result_cause(tables: Tables) -> str | None:
 
 def _is_param(key: str, spec: SweepSpec) -> bool:
     return key in spec.search or key.partition(".")[0] in spec.search
+
+
+def _with_se(row: dict[str, Any], metric: str) -> str:
+    """`0.534±0.020` when the row has the metric's SE, else the value alone."""
+    value, se = row.get(metric), row.get(f"{metric}_se")
+    if not isinstance(value, float) or not isinstance(se, float) or se != se:
+        return _cell(value)
+    return f"{value:.3f}±{se:.3f}"
 
 
 def _cell(value: Any) -> str:

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import polars as pl
 
-from orchestrator import pareto
+from orchestrator import pareto, ranking
 from orchestrator.metrics import better
 from orchestrator.promote.source import PromoteError, Sweep
 
@@ -52,7 +51,7 @@ def candidates(sweep: Sweep, pick: str) -> list[dict[str, Any]]:
         return [_trial_row(sweep, finished, arg)]
     objectives = pareto.objectives_of(sweep.spec)
     if head == "knee" and len(objectives) > 1:
-        return _by_fronts(finished, objectives)
+        return ranking.by_fronts(finished, objectives)
     metric, mode = pick_metric(sweep, pick)
     if metric not in finished.columns:
         metrics = ", ".join(c for c in finished.columns if _is_metric(sweep, c))
@@ -94,18 +93,3 @@ def _trial_row(sweep: Sweep, finished: pl.DataFrame, trial_id: str) -> dict[str,
     else:
         return row
     raise PromoteError(f"--pick trial:{trial_id}: {problem}; finished trials: {valid}")
-
-
-def _by_fronts(finished: pl.DataFrame, objectives: dict[str, str]) -> list[dict[str, Any]]:
-    """Non-dominated sorting: front by front, each ordered by distance to utopia (the knee's rule)."""
-    ordered: list[dict[str, Any]] = []
-    rest = finished
-    while not rest.is_empty():
-        front = pareto.pareto_front(rest, objectives)
-        distance = np.linalg.norm(1.0 - pareto.normalised(front, objectives), axis=1)
-        rows = [front.row(int(i), named=True) for i in np.argsort(distance, kind="stable")]
-        if not ordered:  # the first is the knee by construction; keep knee() the one definition of it
-            assert rows[0]["trial_id"] == pareto.knee(front, objectives)["trial_id"]
-        ordered += rows
-        rest = rest.filter(~pl.col("trial_id").is_in(front["trial_id"].implode()))
-    return ordered

@@ -9,7 +9,8 @@ pickle-safe wrapper) and `dedup` (the Tune searcher that never runs a point twic
 
 A sampled config is a flat dict keyed like the Recipe (`t2i_edit_ratio`, `category_mix.text`),
 plus the raw uniform draws behind a simplex (`category_mix.raw.text`): Optuna's params, kept so the
-sampler can learn from them, dropped from the recipe.
+sampler can learn from them, dropped from the recipe. A confirmation run's config also names the
+search trial it re-runs (`confirm_of`, orchestrator.confirm), which is not a recipe field either.
 """
 
 from __future__ import annotations
@@ -25,13 +26,17 @@ def raw_key(field: str, name: str) -> str:
     return f"{field}.raw.{name}"
 
 
+CONFIRM_KEY = "confirm_of"
+"""In a confirmation run's config: the id of the search trial it re-runs with a new seed."""
+
+
 def is_raw_key(key: str) -> bool:
     return ".raw." in key
 
 
 def recipe_params(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Sampled params without the raw simplex draws: the swept Recipe fields (`category_mix.text`, ...)."""
-    return {key: value for key, value in config.items() if not is_raw_key(key)}
+    """Sampled params without the raw simplex draws (nor `confirm_of`): the Recipe fields (`category_mix.text`, ...)."""
+    return {key: value for key, value in config.items() if not is_raw_key(key) and key != CONFIRM_KEY}
 
 
 def trial_recipe(base: dict[str, Any], config: Mapping[str, Any]) -> Recipe:

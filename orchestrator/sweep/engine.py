@@ -7,11 +7,17 @@ Optuna proposes recipes over the define-by-run space (repeats skipped), ASHA sto
 early when the spec asks for it, the MLflow tracker and the progress lines are Tune callbacks of the
 driver. `--resume` restores the Tune experiment from the run folder (Optuna's study included);
 `--fresh` archives the old folder first. Run-folder names come from orchestrator.rundir.
+
+With `confirm: {top, seeds}` a second Tune experiment follows the search, in runs/<name>/confirm:
+the top trials re-run with new seeds (orchestrator.confirm), tracked as children of the same MLflow
+parent with `stage=confirm`. Its plan is written once the search ends (confirm_plan.json), so a
+resumed sweep skips the finished search and runs the same confirmation runs, none twice.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
 import time
@@ -27,9 +33,10 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from rich.console import Console
 
-from orchestrator import results, trial
+from orchestrator import confirm, results, trial
 from orchestrator.rundir import RunDir
 from orchestrator.search.dedup import DedupOptunaSearch
+from orchestrator.search.planned import PlannedSearch
 from orchestrator.search.samplers import PortableSampler, SearcherNotSavable, check_savable, make_sampler
 from orchestrator.search.space import define_by_run
 from orchestrator.spec import SweepSpec, resolved_dict, spec_hash
@@ -75,12 +82,18 @@ def run_sweep(
         pool.submit(open_store, info.uri)
         owns_ray = start_ray(address, run.driver_log)
     try:
-        _fit(spec, run, info, resume)
+        if not (resume and run.confirm_plan.is_file()):  # else the search ended before the kill
+            _fit(spec, run, info, resume)
+        if spec.confirm is not None:
+            _confirm(spec, run, info, resume, console)
     finally:
         if owns_ray:
             ray.shutdown()
     tracker = MlflowTracker(info, spec.base)  # a fresh client: Ray owns the callback's copy
-    tables = results.collect(run.path, spec, tracker.all_run_ids())
+    run_ids = tracker.all_run_ids()
+    tables = results.collect(run.path, spec, run_ids)
+    if spec.confirm is not None and tune.Tuner.can_restore(str(run.confirm.path)):
+        tables.confirm = results.collect(run.confirm.path, spec, run_ids).trials
     paths = results.write(run.path, tables)
     tracker.log_outputs(paths)
     return SweepOutcome(run.path, tables, time.perf_counter() - start, info.uri, tracker.experiment_id)
@@ -118,6 +131,64 @@ def _fit(spec: SweepSpec, run: RunDir, info: SweepInfo, resume: bool) -> None:
     else:
         tuner = build_tuner(spec, trainable, run, [MlflowTracker(info, spec.base), ProgressLines(spec)])
     tuner.fit()
+
+
+def _confirm(spec: SweepSpec, run: RunDir, info: SweepInfo, resume: bool, console: Console) -> None:
+    """The confirmation stage to its end: restored on --resume, else its planned runs started."""
+    configs = confirm_plan(spec, run)
+    if not configs:
+        console.print("confirmation: no finished trial to confirm")
+        return
+    trainable = trial.make_trainable(spec)
+    folder = str(run.confirm.path)
+    if resume and tune.Tuner.can_restore(folder):
+        tuner = tune.Tuner.restore(folder, trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        console.print(f"confirmation: {len(configs)} runs ({spec.confirm.top} trials x {spec.confirm.seeds} new seeds)")
+        callbacks = [MlflowTracker(info, spec.base, stage="confirm"), ProgressLines(spec, total=len(configs))]
+        tuner = build_confirm_tuner(spec, trainable, run, configs, callbacks)
+    tuner.fit()
+
+
+def confirm_plan(spec: SweepSpec, run: RunDir) -> list[dict[str, Any]]:
+    """The confirmation runs' Tune configs: read from confirm_plan.json, else made from the finished
+    search and written there (atomically) before any of them starts."""
+    if run.confirm_plan.is_file():
+        return json.loads(run.confirm_plan.read_text())["configs"]
+    from ray.tune import ExperimentAnalysis
+
+    configs = {t.trial_id: t.config for t in ExperimentAnalysis(str(run.path)).trials}
+    searched = results.collect(run.path, spec).trials
+    planned = [r.config for r in confirm.plan(searched, configs, spec)]
+    tmp = run.confirm_plan.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"top": spec.confirm.top, "seeds": spec.confirm.seeds, "configs": planned}, indent=1))
+    tmp.replace(run.confirm_plan)
+    return planned
+
+
+def build_confirm_tuner(
+    spec: SweepSpec, trainable: Any, run: RunDir, configs: list[dict[str, Any]], callbacks: list[tune.Callback]
+) -> tune.Tuner:
+    """Tuner running exactly `configs` (FIFO, no time budget) in runs/<name>/confirm."""
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=PlannedSearch(configs),
+            num_samples=len(configs),
+            max_concurrent_trials=spec.budget.concurrent,
+            reuse_actors=True,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=run.confirm.name,
+            storage_path=str(run.path),
+            failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
+            verbose=0,
+            log_to_file=True,
+        ),
+    )
 
 
 def build_tuner(spec: SweepSpec, trainable: Any, run: RunDir, callbacks: list[tune.Callback]) -> tune.Tuner:

@@ -29,9 +29,9 @@ def cell(value: Any) -> str:
 class ProgressLines(tune.Callback):
     """One short line per trial event (start, report, end) instead of Ray's status tables."""
 
-    def __init__(self, spec: SweepSpec):
+    def __init__(self, spec: SweepSpec, total: int | None = None):
         self.metrics = shown_metrics(spec)
-        self.total = spec.budget.trials
+        self.total = total or spec.budget.trials
         self._console: Console | None = None
         self._started: set[str] | None = None  # ids of the trials started so far
 

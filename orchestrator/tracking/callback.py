@@ -26,7 +26,7 @@ from ray.tune.experiment import Trial
 
 from orchestrator.ray_status import report_metrics, trial_error, trial_outcome
 from orchestrator.rundir import RunDir
-from orchestrator.search import is_raw_key, trial_recipe
+from orchestrator.search import CONFIRM_KEY, is_raw_key, trial_recipe
 from orchestrator.tracking import outbox
 from orchestrator.tracking.writer import MlflowWriter, SweepInfo
 
@@ -39,7 +39,12 @@ def trial_params(base: dict[str, Any], config: dict[str, Any]) -> dict[str, str]
     return params
 
 
-_MLFLOW_STATUS = {"FINISHED": "FINISHED", "STOPPED": "KILLED", "FAILED": "FAILED"}
+# Stopping early is a normal outcome of a sweep (ASHA's), not a failure: such a run is FINISHED in
+# MLflow and its `outcome` tag says how it ended.
+_MLFLOW_STATUS = {"FINISHED": "FINISHED", "STOPPED": "FINISHED", "FAILED": "FAILED"}
+OUTCOME_TAGS = {"FINISHED": "finished", "STOPPED": "stopped_early", "FAILED": "failed"}
+"""The `outcome` tag of a trial's run, by the sweep's outcome (results.load_mlflow reads it back)."""
+STAGES = ("search", "confirm")
 
 
 def _now_ms() -> int:
@@ -61,10 +66,13 @@ def _guarded(hook: Callable[..., None]) -> Callable[..., None]:
 
 class MlflowTracker(Callback):
     """Driver-side Tune callback writing the sweep's parent run and one child run per trial (see the
-    module docstring); `base` is the spec's base recipe, which the trials' sampled params complete."""
+    module docstring); `base` is the spec's base recipe, which the trials' sampled params complete.
+    `stage`: the trials' `stage` tag ("search", or "confirm" for the confirmation stage's runs)."""
 
-    def __init__(self, sweep: SweepInfo, base: dict[str, Any]):
-        self.sweep, self.base = sweep, dict(base)
+    def __init__(self, sweep: SweepInfo, base: dict[str, Any], stage: str = "search"):
+        if stage not in STAGES:
+            raise ValueError(f"expected a stage in {STAGES}, found {stage!r}")
+        self.sweep, self.base, self.stage = sweep, dict(base), stage
         self._writer: MlflowWriter | None = None
         self._outbox: outbox.Outbox | None = None
         self._started: set[str] = set()  # trials whose run this session made sure of
@@ -72,10 +80,10 @@ class MlflowTracker(Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickled by Ray into the experiment folder: plain data only, re-attached in setup().
-        return {"sweep": self.sweep, "base": self.base}
+        return {"sweep": self.sweep, "base": self.base, "stage": self.stage}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["sweep"], state["base"])
+        self.__init__(state["sweep"], state["base"], state.get("stage", "search"))
 
     @property
     def box(self) -> outbox.Outbox:
@@ -138,7 +146,10 @@ class MlflowTracker(Callback):
         self._started.add(trial.trial_id)
         self._closed.pop(trial.trial_id, None)
         params = trial_params(self.base, trial.config)
-        self._write({"op": "trial_start", "trial": trial.trial_id, "params": params, "running": running})
+        tags = {"stage": self.stage}
+        if CONFIRM_KEY in trial.config:
+            tags[CONFIRM_KEY] = str(trial.config[CONFIRM_KEY])
+        self._write({"op": "trial_start", "trial": trial.trial_id, "params": params, "running": running, "tags": tags})
 
     @_guarded
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
@@ -168,7 +179,8 @@ class MlflowTracker(Callback):
             if trial.status in (Trial.TERMINATED, Trial.ERROR):
                 self._close(trial)
         known = sorted(t.trial_id for t in trials)
-        self._write({"op": "sweep_end", "known": known, "touched": sorted(self._started)}, force=True)
+        self._write({"op": "sweep_end", "known": known, "touched": sorted(self._started), "stage": self.stage},
+                    force=True)
 
     def _close(self, trial: Trial, completed: bool = False) -> None:
         """Outcome and error tags, recipe.yaml, the final samples.png, the run's final status."""
@@ -179,7 +191,7 @@ class MlflowTracker(Callback):
         self._start(trial)
         error = trial_error(trial)[:5000] if outcome == "FAILED" else None
         recipe = trial_recipe(self.base, trial.config).to_yaml()
-        entry = {"op": "trial_end", "trial": trial.trial_id, "outcome": outcome, "status": status,
+        entry = {"op": "trial_end", "trial": trial.trial_id, "outcome": OUTCOME_TAGS.get(outcome, outcome), "status": status,
                  "error": error, "recipe": recipe}
         with _samples(trial) as files:  # copied into the outbox: Tune prunes old checkpoints
             self._write(entry, files)

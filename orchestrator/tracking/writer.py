@@ -142,7 +142,8 @@ class MlflowWriter:
             parent = self.parent()
             if not parent:
                 raise LookupError(f"no MLflow run for sweep {self.sweep.sweep_id} to nest trial {trial_id} under")
-            tags = {"mlflow.parentRunId": parent, "sweep_id": self.sweep.sweep_id, "trial_id": trial_id, "role": "trial"}
+            tags = {"mlflow.parentRunId": parent, "sweep_id": self.sweep.sweep_id, "trial_id": trial_id, "role": "trial",
+                    **entry.get("tags", {})}
             run = client.create_run(
                 self.experiment_id(), start_time=entry["at"], tags=tags, run_name=RunDir.trial_dirname(trial_id)
             )
@@ -181,7 +182,10 @@ class MlflowWriter:
 
     def _sweep_end(self, entry: dict[str, Any]) -> None:
         known, touched = set(entry["known"]), set(entry["touched"])
+        stage = entry.get("stage", "search")
         for run in self._search(f"tags.sweep_id = '{self.sweep.sweep_id}' and tags.role = 'trial'"):
+            if run.data.tags.get("stage", "search") != stage:
+                continue  # the other stage's runs: its own Tune experiment knows them
             trial_id = run.data.tags.get("trial_id")
             if trial_id not in known:
                 self._drop_lost(run.info.run_id, entry["at"])
@@ -196,7 +200,7 @@ class MlflowWriter:
         snapshot, so the resumed sweep never re-runs it (its search point is proposed afresh).
         Closed and moved to MLflow's trash (`mlflow gc` or the UI's "deleted" filter still show it),
         so the experiment holds exactly one live run per trial."""
-        self.client.set_tag(run_id, "outcome", "LOST")
+        self.client.set_tag(run_id, "outcome", "lost")
         self.client.set_terminated(run_id, status="KILLED", end_time=at)
         self.client.delete_run(run_id)
 
