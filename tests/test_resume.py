@@ -121,3 +121,44 @@ def test_sigkill_then_resume_completes_the_planned_sweep(tmp_path, micro_checkpo
     for row in trials.iter_rows(named=True):
         # (the sweep shows stepped draws rounded: Optuna keeps lo + k·step with its float noise)
         assert searcher._ot_trials[row["trial_id"]].params["t2i_edit_ratio"] == pytest.approx(row["t2i_edit_ratio"], abs=1e-9)
+
+
+def test_sigkill_in_the_confirmation_stage_then_resume_loses_and_repeats_no_run(tmp_path, micro_checkpoints):
+    """Killed while the confirmation runs: --resume skips the finished search, keeps the confirmation
+    run that finished, finishes the rest, and MLflow holds one run per planned (trial, seed)."""
+    spec = write_spec(tmp_path, micro_checkpoints, scheduler=None, budget={"trials": 3, "concurrent": 2},
+                      confirm={"top": 2, "seeds": 2})
+    run_dir, confirm_dir = tmp_path / "runs" / "micro", tmp_path / "runs" / "micro" / "confirm"
+    held = tmp_path / "gate"
+    gate.let_through(held, 3 + 1)  # every search trial, then one confirmation run; the rest wait
+    first = _sweep(spec, finish_gate=held)
+
+    def one_confirmed_and_one_held() -> bool:
+        terminated = [t for t, status in snapshot_status(confirm_dir).items() if status == "TERMINATED"]
+        return len(terminated) >= 1 and len(gate.waiting(held) - gate.passed(held)) >= 1
+
+    wait_for(one_confirmed_and_one_held, "a confirmation snapshot with one run finished and one held", first)
+    confirmed_before = {t for t, status in snapshot_status(confirm_dir).items() if status == "TERMINATED"}
+    kill_group(first)
+    plan = json.loads((run_dir / "confirm_plan.json").read_text())["configs"]
+    assert len(plan) == 4 and len(confirmed_before) == 1
+
+    resumed = _sweep(spec, "--resume")
+    out, _ = resumed.communicate(timeout=600)  # a hang guard only
+    assert resumed.returncode == 0, out
+    assert "verdict:" in out
+    trials = pl.read_parquet(run_dir / "trials.parquet")
+    assert trials.height == 3 and set(trials["status"]) == {"FINISHED"} and set(trials["reports"]) == {2}  # not re-run
+    runs = pl.read_parquet(run_dir / "confirm.parquet")
+    planned = sorted((c["confirm_of"], c["seed"]) for c in plan)
+    assert sorted(zip(runs["confirm_of"], runs["seed"], strict=True)) == planned  # none lost, none twice
+    assert set(runs["status"]) == {"FINISHED"}
+    before = runs.filter(pl.col("trial_id").is_in(list(confirmed_before)))
+    assert before.height == 1 and before["reports"].item() == 2  # the run confirmed before the kill did not re-run
+
+    parents, children = mlflow_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "micro")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    confirm_runs = [r for r in children if r.data.tags.get("stage") == "confirm"]
+    assert sorted(r.data.tags["trial_id"] for r in confirm_runs) == sorted(runs["trial_id"])
+    assert sorted((r.data.tags["confirm_of"], int(r.data.params["seed"])) for r in confirm_runs) == planned
+    assert all(r.info.status == "FINISHED" for r in children) and len(children) == 3 + 4

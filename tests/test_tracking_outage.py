@@ -80,7 +80,7 @@ def check_mlflow_matches_tables(url: str, run_dir: Path, trials_expected: int) -
     for row in trials.iter_rows(named=True):
         run = by_trial[row["trial_id"]]
         assert row["mlflow_run_id"] == run.info.run_id
-        assert run.info.status == "FINISHED" and run.data.tags["outcome"] == "FINISHED"
+        assert run.info.status == "FINISHED" and run.data.tags["outcome"] == "finished"
         assert run.data.tags["mlflow.parentRunId"] == parent
         assert float(run.data.params["t2i_edit_ratio"]) == row["t2i_edit_ratio"] and run.data.params["steps"] == "6"
         assert {"recipe.yaml", "samples.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -85,7 +85,7 @@ def test_writes_kept_while_the_store_is_away_are_replayed_once_and_idempotently(
     assert "tables.parquet" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert sorted(r.data.tags["trial_id"] for r in children) == ["aaaa0001", "bbbb0002"]
     for run in children:
-        assert run.info.status == "FINISHED" and run.data.tags["outcome"] == "FINISHED"
+        assert run.info.status == "FINISHED" and run.data.tags["outcome"] == "finished"
         assert run.data.params["steps"] == "4"
         for key in ("score", "step"):
             history = client.get_metric_history(run.info.run_id, key)
