@@ -70,3 +70,23 @@ def test_no_finished_trials(tmp_path, micro_checkpoints):
             match=r"no finished trials with values for t2i_score, edit_score to promote \(1 FAILED, 1 FINISHED, 1 STOPPED\)$",
         ):
             candidates(sweep, pick)
+
+
+def test_a_confirmation_stage_ranks_its_recipes_first_by_their_confirmed_means(tmp_path, micro_checkpoints):
+    """Confirmed with new seeds, d beats b on every objective: d is now the knee and best:edit_score
+    puts the confirmed recipes first (d, b), then the rest in their search order."""
+    import polars as pl
+
+    from orchestrator.rundir import RunDir
+
+    run_dir, spec_path = fake_sweep(tmp_path, micro_checkpoints)
+    runs = pl.DataFrame({
+        "trial_id": ["r1", "r2", "r3", "r4"], "confirm_of": ["b", "b", "d", "d"], "seed": [1, 2, 1, 2],
+        "status": ["FINISHED"] * 4, "t2i_score": [0.50, 0.52, 0.60, 0.62], "edit_score": [0.50, 0.48, 0.60, 0.58],
+    }).with_columns(score=(pl.col("t2i_score") + pl.col("edit_score")) / 2)
+    runs.write_parquet(RunDir(run_dir).confirm_table)
+    sweep = open_sweep(run_dir, spec_path)
+    assert set(sweep.confirmed()["trial_id"]) == {"b", "d"}
+    assert ids(candidates(sweep, "knee"))[:2] == ["d", "b"]
+    assert ids(candidates(sweep, "best:edit_score")) == ["d", "b", "c", "a"]
+    assert ids(candidates(sweep, "trial:a")) == ["a"]  # a named trial is a named trial

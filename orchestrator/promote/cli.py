@@ -33,6 +33,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from orchestrator import confirm
 from orchestrator.cli_types import positive_int
 from orchestrator.promote.pick import candidates, pick_metric
 from orchestrator.promote.run import SHOWN, TEACHER_NFE, full_run
@@ -94,6 +95,9 @@ def promote(args: argparse.Namespace, console: Console) -> int:
     console.print(
         f"{sweep.spec.name}: {len(sweep.finished())} finished trials; --pick {config.pick} -> {_describe(sweep, ranked[0])}"
     )
+    if not sweep.confirmed().is_empty() and not config.pick.startswith("trial:"):
+        verdict = confirm.judge(sweep.confirmed(), *confirm.ranking_metric(sweep.spec))
+        console.print(f"ranked by the sweep's confirmation stage (means over new seeds); {verdict.text()}")
     chosen, check = ranked[0], None
     if config.seeds > 1 and config.pick.startswith("trial:"):
         console.print("no seed check: trial:<id> names the trial to promote")

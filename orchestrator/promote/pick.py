@@ -36,7 +36,9 @@ def candidates(sweep: Sweep, pick: str) -> list[dict[str, Any]]:
 
     knee: the Pareto front of the objectives ordered by distance to utopia (its first is the knee), then
     the next front of the remaining trials the same way, and so on (one objective: the same as best).
-    best / best:<metric>: by the metric. trial:<id>: that trial alone.
+    best / best:<metric>: by the metric. trial:<id>: that trial alone. When the sweep has a
+    confirmation stage, its confirmed recipes come first, ranked by the same rule on their means over
+    the new seeds (the knee is the confirmed means' knee), then the other trials as above.
     """
     finished = sweep.finished()
     if finished.is_empty():
@@ -49,8 +51,12 @@ def candidates(sweep: Sweep, pick: str) -> list[dict[str, Any]]:
     head, _, arg = pick.partition(":")
     if head == "trial":
         return [_trial_row(sweep, finished, arg)]
+    return _confirmed_first(sweep, pick, _ranked(sweep, finished, pick))
+
+
+def _ranked(sweep: Sweep, finished: pl.DataFrame, pick: str) -> list[dict[str, Any]]:
     objectives = pareto.objectives_of(sweep.spec)
-    if head == "knee" and len(objectives) > 1:
+    if pick == "knee" and len(objectives) > 1:
         return ranking.by_fronts(finished, objectives)
     metric, mode = pick_metric(sweep, pick)
     if metric not in finished.columns:
@@ -61,6 +67,20 @@ def candidates(sweep: Sweep, pick: str) -> list[dict[str, Any]]:
     if ranked.is_empty():
         raise PromoteError(f"--pick {pick}: no finished trial has a value for {metric}")
     return ranked.to_dicts()
+
+
+def _confirmed_first(sweep: Sweep, pick: str, ranked: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`ranked` with the confirmed recipes moved to the front, in the pick rule's order on their confirmed means."""
+    confirmed = sweep.confirmed()
+    if confirmed.is_empty():
+        return ranked
+    metric, _ = pick_metric(sweep, pick)
+    if metric not in confirmed.columns:  # best:<metric> on a metric the confirmation does not summarise
+        return ranked
+    rows = {row["trial_id"]: row for row in ranked}
+    means = confirmed.filter(pl.col("trial_id").is_in(list(rows)))
+    order = [row["trial_id"] for row in _ranked(sweep, means, pick)] if not means.is_empty() else []
+    return [rows[t] for t in order] + [row for row in ranked if row["trial_id"] not in order]
 
 
 def _is_metric(sweep: Sweep, column: str) -> bool:

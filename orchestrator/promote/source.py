@@ -19,7 +19,7 @@ import polars as pl
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from orchestrator import pareto, results
+from orchestrator import confirm, pareto, results
 from orchestrator.rundir import RunDir
 from orchestrator.search import trial_recipe
 from orchestrator.spec import SweepSpec, load_spec, spec_hash
@@ -39,6 +39,14 @@ class Sweep:
     spec: SweepSpec
     sweep_id: str
     trials: pl.DataFrame
+    confirm_runs: pl.DataFrame | None = None  # confirm.parquet: the confirmation stage's runs, if it ran
+
+    def confirmed(self) -> pl.DataFrame:
+        """One row per confirmed recipe (mean, SE over its new seeds; orchestrator.confirm); empty without a stage."""
+        if self.confirm_runs is None or self.confirm_runs.is_empty():
+            return pl.DataFrame()
+        metrics = list(dict.fromkeys([*pareto.objectives_of(self.spec), "score"]))
+        return confirm.confirmed(self.confirm_runs, metrics, self.trials)
 
     @property
     def param_columns(self) -> list[str]:
@@ -109,11 +117,12 @@ def open_sweep(run_dir: Path, spec_path: Path | None = None) -> Sweep:
             f"{spec_path}: not the spec the sweep in {run_dir} ran with (the resolved spec's hash differs from "
             f"{run.marker.name}'s); pass the spec it ran with"
         )
-    return Sweep(run, spec, stored["sweep_id"], _read_trials(run_dir))
+    tables = _read_tables(run_dir)
+    return Sweep(run, spec, stored["sweep_id"], tables.trials, tables.confirm)
 
 
-def _read_trials(run_dir: Path) -> pl.DataFrame:
+def _read_tables(run_dir: Path) -> results.Tables:
     try:
-        return results.load_sweep(run_dir).trials
+        return results.load_sweep(run_dir)
     except results.MissingResultsError as exc:
         raise PromoteError(str(exc)) from None
