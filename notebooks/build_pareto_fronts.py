@@ -34,7 +34,7 @@ CELLS = [
         "import polars as pl\n"
         "from IPython.display import Markdown\n"
         "\n"
-        "from orchestrator import axes, effects, pareto, plots, results\n"
+        "from orchestrator import axes, effects, pareto, plots, reference, results\n"
         "\n"
         'if Path.cwd().name == "notebooks":  # Jupyter starts the kernel beside the notebook; paths are from the repo root\n'
         '    os.chdir("..")\n'
@@ -57,10 +57,12 @@ CELLS = [
     md(
         "## The Pareto front, coloured by each axis\n"
         "\n"
-        "Each dot is a trial; the red rings and the staircase are the trials no other trial beats on both "
-        "objectives, and the star is the knee (the front point closest to the best of both, after scaling "
-        "each objective to [0, 1] over the front). The colours show which recipe values sit where along the "
-        "front: a colour gradient along it is a trade-off that axis controls."
+        "Each dot is a trial, with ±1 SE bars where the evaluation reported standard errors. The staircase "
+        "is the Pareto front (the finished trials no other trial beats on both objectives) and the star its knee "
+        "(the front point closest to the best of both, after scaling each objective to [0, 1] over the front). "
+        "The red rings are the trials no other trial beats on both objectives by more than 2 SE of the "
+        "difference: the ones the evaluation noise cannot rule out, the front included. The colours show which "
+        "recipe values sit where along the front: a colour gradient along it is a trade-off that axis controls."
     ),
     code(
         "knee = pareto.knee(front, objectives) if front.height else None\n"
@@ -68,13 +70,30 @@ CELLS = [
         'plots.show(plots.front_by_axis(tables.trials, objectives), out_dir, "front", "no swept axis to colour by")'
     ),
     md(
+        "## Which trials the noise cannot separate\n"
+        "\n"
+        "The finished trials with each objective as mean ± SE (the benchmark's bootstrap standard error), whether "
+        "each is on the plain Pareto front, and whether it is `not_clearly_dominated`: no other trial is better on "
+        "every objective by more than 2 SE of the difference (√(SE_a² + SE_b²)). A trial off the front but not "
+        "clearly dominated is one the data cannot tell from the front; re-running it with more seeds "
+        "(`confirm:` in the spec, or `promote --seeds`) is what would separate them."
+    ),
+    code("plots.noise_table(tables.trials, objectives)"),
+    md(
         "## Hypervolume over trials\n"
         "\n"
-        "The area the front dominates (above a reference point slightly worse than every trial), after each "
-        "trial in start order. Steps are trials that moved the front; a curve still rising at the end says "
-        "more trials would likely find better recipes, a flat tail says the search has settled."
+        "The area the front dominates beyond a fixed reference point, after each trial in start order. The reference "
+        "is the sweep's `<run_dir>/reference.json`: the spec's `objectives[].reference` where given, else the base "
+        "teacher sampled at the student's NFE (\"no distillation\"), so two sweeps' curves can be compared. A trial "
+        "not better than the reference on every objective adds nothing: a curve at 0 says no recipe beat the teacher. "
+        "Without reference.json (a sweep from before it) the worst finished trial stands in, and the title says so. "
+        "Steps are trials that moved the front; a curve still rising at the end says more trials would likely find "
+        "better recipes, a flat tail says the search has settled."
     ),
-    code('plots.show(plots.hypervolume_curve(tables.trials, objectives), out_dir, "hypervolume", "no finished trial")'),
+    code(
+        "plots.show(plots.hypervolume_curve(tables.trials, objectives, reference.read_reference(run_dir)), out_dir,\n"
+        '           "hypervolume", "no finished trial")'
+    ),
     md(
         "## Scores against each recipe axis\n"
         "\n"

@@ -4,10 +4,18 @@
     front = pareto_front(trials, objectives)               # the non-dominated rows, in input order
     best = knee(front, objectives)                         # one row as a dict
     hv = hypervolume(front, objectives, reference=[0, 0])  # in the metrics' own units
+    kept = noise_aware_front(trials, objectives)           # the rows no row beats beyond 2 SE on every axis
 
 Pure functions over polars frames and numpy arrays: no Ray, no MLflow, no files. `results.py`,
 `orchestrator/promote/` and the notebook all use them, and tests/test_pareto.py checks them against Optuna's
 own Pareto front and hypervolume. Objectives map a metric column to "max" or "min".
+
+Noise. Every evaluation reports a bootstrap standard error beside each score (`<metric>_se`), and the
+plain front calls a trial dominated over differences far inside that noise. The noise-aware front
+(`noise_aware_mask`, `noise_aware_front`, `with_fronts`) keeps every row that no other row beats
+*clearly*: row A is clearly dominated when some row B is better than A on every objective by more
+than z·SE_diff, SE_diff = sqrt(se_A² + se_B²), z = 2 (`Z`, the confirmation stage's rule). It is a
+superset of the plain front; with every SE 0 it is the rows that no row beats strictly on every axis.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import numpy as np
 import polars as pl
 
 MODES = ("max", "min")
+Z = 2.0  # differences within Z SE of the difference are not called (as orchestrator/confirm.py)
 
 
 def objectives_of(spec: Any) -> dict[str, str]:
@@ -167,6 +176,86 @@ def _volume(loss: np.ndarray, ref: np.ndarray) -> float:
         slab = np.unique(slab[pareto_mask(slab, ["min", "min"])], axis=0)
         total += depth * _volume(slab, ref[:2])
     return total
+
+
+# -- the noise-aware front --------------------------------------------------------------------------
+
+
+def se_column(metric: str) -> str:
+    """The column holding `metric`'s standard error, as evaluations name it: `t2i_score` -> `t2i_score_se`,
+    a group's `t2i_score/text` -> `t2i_score_se/text`."""
+    head, slash, group = metric.partition("/")
+    return f"{head}_se{slash}{group}"
+
+
+def noise_aware_mask(
+    points: np.ndarray, errors: np.ndarray, modes: Sequence[str], z: float = Z
+) -> np.ndarray:
+    """Boolean mask of the rows of `points` (n × d) that no other row clearly dominates.
+
+    `errors` (n × d) are the standard errors of `points`; NaN counts as 0 (the plain rule on that
+    value). Row A is *clearly dominated* when some row B is better than A on every axis by more than
+    `z`·sqrt(se_A² + se_B²) on that axis. The rows kept are a superset of `pareto_mask`'s; with every
+    SE 0 they are the rows no row beats strictly on every axis (a row tied with a better one on some
+    axis stays). Rows with a NaN point are never kept and dominate nothing.
+    """
+    loss = _losses(points, modes)
+    se = np.asarray(errors, dtype=float)
+    if se.shape != loss.shape:
+        raise ValueError(f"expected standard errors of shape {loss.shape} (one per point), found {se.shape}")
+    se = np.nan_to_num(se, nan=0.0, posinf=np.inf)
+    if (se < 0).any():
+        raise ValueError(f"expected standard errors >= 0, found {se[se < 0][0]:g}")
+    if not (z >= 0 and np.isfinite(z)):
+        raise ValueError(f"expected z >= 0 (how many SEs a difference must exceed), found {z}")
+    finite = np.flatnonzero(~np.isnan(loss).any(axis=1))
+    valid, valid_se = loss[finite], se[finite]
+    mask = np.zeros(len(loss), dtype=bool)
+    for i, row in enumerate(valid):  # O(n²·d), as pareto_mask
+        margin = z * np.sqrt(valid_se[i] ** 2 + valid_se**2)
+        with np.errstate(invalid="ignore"):  # inf - inf: no difference to call
+            clearly = (valid < row - margin).all(axis=1)
+        mask[finite[i]] = not clearly.any()  # a row never beats itself: margin >= 0
+    return mask
+
+
+def _errors(df: pl.DataFrame, objectives: Mapping[str, str]) -> np.ndarray:
+    """Each objective's standard error per row (n × d): its `se_column`, 0 where that is missing or null."""
+    zeros = np.zeros(len(df))
+    return np.column_stack([
+        df[se_column(m)].cast(pl.Float64).fill_null(0.0).fill_nan(0.0).to_numpy() if se_column(m) in df.columns
+        else zeros for m in objectives
+    ]).reshape(len(df), len(objectives))
+
+
+def noise_aware_front(df: pl.DataFrame, objectives: Mapping[str, str], z: float = Z) -> pl.DataFrame:
+    """The rows of `df` no other row clearly dominates (`noise_aware_mask`), in their original order.
+
+    Standard errors come from each objective's `se_column`; a missing column or a null SE counts as 0.
+    Rows with a null or NaN objective are dropped first.
+    """
+    df = _complete(df, objectives)
+    if df.is_empty():
+        return df
+    mask = noise_aware_mask(_points(df, objectives), _errors(df, objectives), list(objectives.values()), z)
+    return df.filter(pl.Series(mask, dtype=pl.Boolean))
+
+
+def with_fronts(df: pl.DataFrame, objectives: Mapping[str, str], z: float = Z) -> pl.DataFrame:
+    """`df` with two boolean columns: `on_front` (the plain Pareto front) and `not_clearly_dominated`
+    (the noise-aware set). Rows with a null or NaN objective are on neither."""
+    _complete(df, objectives)  # checks the columns
+    indexed = df.with_row_index("_fronts_row")
+    complete = _complete(indexed, objectives)
+    rows = {
+        "on_front": pareto_front(complete, objectives)["_fronts_row"],
+        "not_clearly_dominated": noise_aware_front(complete, objectives, z)["_fronts_row"],
+    }
+    flags = [pl.col("_fronts_row").is_in(kept.implode()).alias(name) for name, kept in rows.items()]
+    return indexed.with_columns(flags).drop("_fronts_row")
+
+
+# -- the hypervolume's reference ---------------------------------------------------------------------
 
 
 def reference_point(df: pl.DataFrame, objectives: Mapping[str, str], margin: float = 0.1) -> list[float]:

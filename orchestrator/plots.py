@@ -2,6 +2,8 @@
 
     tables = results.load_sweep("runs/task_ratio")
     fig = front_by_axis(tables.trials, objectives)       # a matplotlib Figure, or None
+    fig = hypervolume_curve(tables.trials, objectives, reference.read_reference("runs/task_ratio"))
+    table = noise_table(tables.trials, objectives)       # mean ± SE, on the front, on the noise-aware set
     fig = score_plot(tables.trials, axes.AXES["t2i_edit_ratio"])
     paths = save_all("runs/task_ratio", "runs/task_ratio/figures")
 
@@ -9,14 +11,17 @@ Every function returns a `matplotlib.figure.Figure` built without pyplot (no glo
 the Agg backend, in a notebook, in a loop), or None when the figure does not apply to this sweep (the
 axis was not swept, no curves, no sample grid): `show` then says why instead of drawing. Only
 FINISHED trials are drawn in the score plots; trials stopped early by ASHA have scores from an
-earlier step (the front scatter shows them apart, as crosses). The axes come from the registry in
+earlier step (the front scatter shows them apart, as crosses). Scores are shown with their standard
+errors where the table has them, and the front figure rings the trials the noise cannot rule out
+(`pareto.noise_aware_front`) rather than calling differences inside it. The axes come from the registry in
 orchestrator/axes.py: the front gets a panel per swept axis, each analysed axis a score figure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -27,6 +32,7 @@ from PIL import Image
 from orchestrator import axes, effects, pareto, results
 from orchestrator.axes import Axis
 from orchestrator.metrics import SCORES
+from orchestrator.reference import SOURCE, read_reference
 from orchestrator.rundir import RunDir
 
 DEFAULT_OBJECTIVES = {"t2i_score": "max", "edit_score": "max"}
@@ -47,6 +53,25 @@ def overview(trials: pl.DataFrame, objectives: Mapping[str, str] = DEFAULT_OBJEC
     return results.in_start_order(trials).select([c for c in wanted if c in trials.columns])
 
 
+def noise_table(trials: pl.DataFrame, objectives: Mapping[str, str] = DEFAULT_OBJECTIVES,
+                z: float = pareto.Z) -> pl.DataFrame:
+    """The finished trials in start order: each objective as `value ± SE` (the value alone without an SE),
+    `on_front` (the plain Pareto front) and `not_clearly_dominated` (no trial beats it by more than `z` SE
+    on every objective: `pareto.noise_aware_front`)."""
+    done = pareto.with_fronts(results.in_start_order(effects.finished(trials)), objectives, z)
+    cells = [pl.Series(f"{m} ± SE", _with_se(done, m), dtype=pl.String) for m in objectives]
+    ids = [done["trial_id"]] if "trial_id" in done.columns else []
+    return pl.DataFrame([*ids, *cells, done["on_front"], done["not_clearly_dominated"]])
+
+
+def _with_se(frame: pl.DataFrame, metric: str) -> list[str | None]:
+    """`0.534 ± 0.020` per row, `0.534` where the row has no SE, None where it has no value."""
+    se_column = pareto.se_column(metric)
+    errors = frame[se_column].cast(pl.Float64) if se_column in frame.columns else [None] * frame.height
+    return [None if v is None else f"{v:.3f}" if se is None or se != se else f"{v:.3f} ± {se:.3f}"
+            for v, se in zip(frame[metric].cast(pl.Float64), errors, strict=True)]
+
+
 def _panels(n: int, title: str, height: float = PANEL[1]) -> tuple[Figure, list]:
     fig = Figure(figsize=(PANEL[0] * n, height), layout="constrained")
     fig.suptitle(title)
@@ -58,24 +83,37 @@ def _plotted_pair(objectives: Mapping[str, str]) -> dict[str, str]:
     return dict(list(objectives.items())[:2]) if len(objectives) >= 2 else DEFAULT_OBJECTIVES
 
 
-def front_by_axis(trials: pl.DataFrame, objectives: Mapping[str, str] = DEFAULT_OBJECTIVES) -> Figure | None:
-    """Every trial on the first two objectives, one panel per swept axis, coloured by that axis;
-    the Pareto front of the finished trials as a ringed staircase, its knee as a star."""
+def front_by_axis(
+    trials: pl.DataFrame, objectives: Mapping[str, str] = DEFAULT_OBJECTIVES, z: float = pareto.Z
+) -> Figure | None:
+    """Every trial on the first two objectives, one panel per swept axis, coloured by that axis.
+
+    On the finished trials: ±1 SE error bars where the table has SEs (`<metric>_se`), the plain Pareto
+    front as a staircase with its knee as a star, and red rings on the trials no other finished trial
+    beats by more than `z` SE on both objectives (`pareto.noise_aware_front`: the ones the noise cannot
+    rule out; a superset of the front).
+    """
     pair = _plotted_pair(objectives)
     swept = swept_axes(trials)
     if not swept or any(m not in trials.columns for m in pair):
         return None
     done = effects.finished(trials)
-    front = pareto.pareto_front(done, pair)
+    with_se = any(pareto.se_column(m) in done.columns for m in pair)
+    rings = f"rings: {ring_label(z)}; bars: ±1 SE" if with_se else "rings: not strictly dominated (no SEs)"
     fig, panels = _panels(len(swept), f"Pareto front: {' vs '.join(pair)}\n"
-                          "red rings = front, star = knee, × = stopped early")
+                          f"line = front, star = knee, × = stopped early\n{rings}", height=PANEL[1] + 0.3)
     (x, y), marked = list(pair), trials.with_columns(_stopped(trials))
     for ax, axis in zip(panels, swept, strict=True):
         (_colour_by_group if axis.mix else _colour_by_value)(fig, ax, marked, (x, y), axis)
         ax.set(xlabel=x, ylabel=y, title=f"coloured by {axis.field}")
         ax.xaxis.set_major_locator(MaxNLocator(5))  # long tick labels when the scores are close together
-        _draw_front(ax, front, pair)
+        _draw_front(ax, done, pair, z)
     return fig
+
+
+def ring_label(z: float = pareto.Z) -> str:
+    """What a red ring on the front figure means."""
+    return f"not dominated beyond {z:g} SE"
 
 
 def _stopped(trials: pl.DataFrame) -> pl.Expr:
@@ -112,27 +150,51 @@ def _colour_by_value(fig: Figure, ax, trials: pl.DataFrame, xy: tuple[str, str],
         bar.set_ticks(sorted(set(frame[column].to_list())))
 
 
-def _draw_front(ax, front: pl.DataFrame, pair: Mapping[str, str]) -> None:
+def _draw_front(ax, done: pl.DataFrame, pair: Mapping[str, str], z: float = pareto.Z) -> None:
+    """On the finished trials `done`: error bars, the front's staircase, rings on the noise-aware set, the knee."""
+    front = pareto.pareto_front(done, pair)
     if front.is_empty():
         return
     x, y = list(pair)
+    _error_bars(ax, done, pair)
     line = front.sort(x)
     # the edge of the region the front dominates: down-then-across when x is maximised, across-then-down when not
     ax.step(line[x], line[y], where="pre" if pair[x] == "max" else "post", color="grey", lw=1, zorder=0)
-    ax.scatter(line[x], line[y], facecolors="none", edgecolors="red", s=110, lw=1.2)
+    kept = pareto.noise_aware_front(done, pair, z)
+    ax.scatter(kept[x], kept[y], facecolors="none", edgecolors="red", s=110, lw=1.2, label=ring_label(z))
     best = pareto.knee(front, pair)
     ax.scatter([best[x]], [best[y]], marker="*", color="red", s=220, zorder=3)
     ax.annotate("knee", (best[x], best[y]), xytext=(6, 6), textcoords="offset points", color="red")
 
 
+def _error_bars(ax, done: pl.DataFrame, pair: Mapping[str, str]) -> None:
+    """Thin grey ±1 SE bars on each finished trial with an SE on either plotted objective (a null SE: no bar)."""
+    columns = [pareto.se_column(m) for m in pair]
+    if not any(c in done.columns for c in columns):
+        return
+    frame = done.drop_nulls(list(pair)).with_columns(
+        [pl.col(c).cast(pl.Float64) if c in done.columns else pl.lit(None, dtype=pl.Float64).alias(c) for c in columns]
+    ).filter(pl.any_horizontal([pl.col(c).is_not_null() & ~pl.col(c).is_nan() for c in columns]))
+    if frame.is_empty():
+        return
+    (x, y), (sx, sy) = list(pair), (frame[c].fill_null(0.0).fill_nan(0.0).to_numpy() for c in columns)
+    ax.errorbar(frame[x].to_numpy(), frame[y].to_numpy(), xerr=sx, yerr=sy, fmt="none", ecolor="grey",
+                elinewidth=0.7, alpha=0.7, zorder=0, label="±1 SE")
+
+
 def hypervolume_curve(
-    trials: pl.DataFrame, objectives: Mapping[str, str] = DEFAULT_OBJECTIVES, reference: list[float] | None = None
+    trials: pl.DataFrame,
+    objectives: Mapping[str, str] = DEFAULT_OBJECTIVES,
+    reference: Mapping[str, Any] | Sequence[float] | None = None,
 ) -> Figure | None:
     """Hypervolume of the finished trials' front after each trial, trials in start order.
 
     Start order is `started_at` (when Ray first ran the trial: the order the searcher proposed them),
-    trial id order for tables written before that column existed. The reference defaults to each
-    objective's worst finished value pushed out by 10% of its range (`pareto.reference_point`).
+    trial id order for tables written before that column existed. `reference` is the run's reference.json
+    (`orchestrator.reference.read_reference`: the spec's values, else the teacher at the student's NFE) or
+    one value per objective; an objective it lacks falls back to the worst finished value pushed out by
+    10% of its range (`pareto.reference_point`), and the title says which. A trial not better than the
+    reference on every objective adds nothing.
     """
     if not 1 <= len(objectives) <= 3 or any(m not in trials.columns for m in objectives):
         return None
@@ -140,17 +202,52 @@ def hypervolume_curve(
     done = effects.finished(ordered)
     if pareto.pareto_front(done, objectives).is_empty():
         return None
-    reference = reference or pareto.reference_point(done, objectives)
+    point, sources = _hv_reference(done, objectives, reference)
     if "status" in ordered.columns:  # unfinished trials count as trials run that add no volume
         unfinished = pl.col("status") != "FINISHED"
         ordered = ordered.with_columns([pl.when(unfinished).then(None).otherwise(pl.col(m)).alias(m) for m in objectives])
-    history = pareto.hypervolume_history(ordered, objectives, reference)
-    fig, (ax,) = _panels(1, "Hypervolume over trials", height=3.4)
+    history = pareto.hypervolume_history(ordered, objectives, point)
+    lines = reference_title(objectives, point, sources)
+    fig, (ax,) = _panels(1, "Hypervolume over trials", height=3.4 + 0.2 * lines.count("\n"))
     ax.step(range(1, len(history) + 1), history, where="post", marker="o")
-    ref = ", ".join(f"{m}={r:.3g}" for m, r in zip(objectives, reference, strict=True))
-    ax.set(xlabel="trials run (in start order)", ylabel="hypervolume", title=f"reference: {ref}")
+    ax.set(xlabel="trials run (in start order)", ylabel="hypervolume")
+    ax.set_title(lines, fontsize="medium")
+    if history[-1] == 0:
+        ax.text(0.5, 0.7, "no trial beat the reference on every objective", transform=ax.transAxes,
+                ha="center", va="center", color="grey")
     ax.xaxis.get_major_locator().set_params(integer=True)
     return fig
+
+
+NO_REFERENCE = "worst trial (no reference.json)"
+"""The source named when a run has no reference.json and the worst finished trial stands in."""
+
+
+def _hv_reference(
+    done: pl.DataFrame, objectives: Mapping[str, str], reference: Mapping[str, Any] | Sequence[float] | None
+) -> tuple[list[float], list[str]]:
+    """The reference point, one value per objective, and where each value comes from."""
+    if reference is not None and not isinstance(reference, Mapping):
+        return [float(r) for r in reference], ["given"] * len(objectives)
+    worst = pareto.reference_point(done, objectives)
+    if not reference:
+        return worst, [NO_REFERENCE] * len(objectives)
+    sources = reference.get(SOURCE) or {}
+    point, named = [], []
+    for metric, fallback in zip(objectives, worst, strict=True):
+        value = reference.get(metric)
+        point.append(fallback if value is None else float(value))
+        named.append("worst trial (not in reference.json)" if value is None else sources.get(metric, "reference.json"))
+    return point, named
+
+
+def reference_title(objectives: Mapping[str, str], point: Sequence[float], sources: Sequence[str]) -> str:
+    """The hypervolume figure's title: each reference value with its source, sources said once when shared."""
+    values = ", ".join(f"{m} = {v:.3g}" for m, v in zip(objectives, point, strict=True))
+    if len(set(sources)) == 1:
+        return f"reference: {sources[0]}\n{values}"
+    return "reference:\n" + "\n".join(
+        f"{m} = {v:.3g} ({s})" for m, v, s in zip(objectives, point, sources, strict=True))
 
 
 def _score_scatter(ax, frame: pl.DataFrame, column: str, jitter: float = 0.0) -> None:
@@ -277,7 +374,8 @@ def figures(
     trials, front = tables.trials, pareto.pareto_front(effects.finished(tables.trials), objectives)
     return {
         "front": (front_by_axis(trials, objectives), "no swept axis to colour by"),
-        "hypervolume": (hypervolume_curve(trials, objectives), "no finished trial with every objective"),
+        "hypervolume": (hypervolume_curve(trials, objectives, read_reference(run_dir)),
+                        "no finished trial with every objective"),
         **{axis.plot.name: axis_figure(trials, axis) for axis in axes.analysed()},
         "learning_curves": (learning_curves(tables.curves, front, objectives), "no curves of front trials"),
         "knee_samples": (knee_samples(run_dir, front, objectives), "the knee trial has no sample grid"),

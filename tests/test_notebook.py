@@ -10,6 +10,7 @@ replaced in memory to point at a run dir: a hand-built one varying every axis of
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import nbformat
@@ -88,8 +89,15 @@ def test_the_notebook_names_no_axis_it_loops_over_the_registry():
 
 def test_notebook_runs_on_a_run_dir_varying_every_axis(tmp_path):
     run_dir, out_dir = run_dir_varying_every_axis(tmp_path), tmp_path / "figures"
+    trials = pl.read_parquet(run_dir / "trials.parquet").with_columns(  # as evaluations report them now
+        pl.lit(0.03).alias("t2i_score_se"), pl.lit(0.03).alias("edit_score_se"))
+    trials.write_parquet(run_dir / "trials.parquet")
+    (run_dir / "reference.json").write_text(json.dumps(
+        {"t2i_score": 0.3, "edit_score": 0.3, "source": {"t2i_score": "teacher@4", "edit_score": "teacher@4"}}))
     code = run(run_dir, out_dir)
-    check_outputs(code, out_dir, pl.read_parquet(run_dir / "trials.parquet"))
+    check_outputs(code, out_dir, trials)
+    (table,) = [o["data"]["text/plain"] for cell in code if "noise_table" in cell.source for o in cell.outputs]
+    assert "not_clearly_dominated" in table and "on_front" in table and " ± 0.030" in table
 
 
 @pytest.mark.slow

@@ -4,7 +4,9 @@
 
 The front and the hypervolume are checked against Optuna's own implementations on random point
 sets (hypothesis): `study.best_trials` of a real multi-objective study, and
-`optuna._hypervolume.compute_hypervolume` (which minimises, so maximised axes are negated).
+`optuna._hypervolume.compute_hypervolume` (which minimises, so maximised axes are negated). The
+noise-aware front is checked against its rule by hand (SE 0: the rows not strictly dominated on every
+axis) and on hand-computed z = 2 cases.
 """
 
 from __future__ import annotations
@@ -166,3 +168,123 @@ def test_knee_of_one_point_is_that_point_and_of_none_an_error():
     assert pareto.knee(front, {"x": "max", "y": "min"}) == {"id": "a", "x": 0.3, "y": 0.1}
     with pytest.raises(ValueError, match="front is empty"):
         pareto.knee(front.clear(), {"x": "max", "y": "min"})
+
+
+# -- the noise-aware front -----------------------------------------------------------------------
+
+
+def not_strictly_dominated(points: np.ndarray, modes: list[str]) -> np.ndarray:
+    """By hand: rows that no row beats strictly on every axis (NaN rows: never kept, beat nothing)."""
+    signs = np.array([-1.0 if m == "max" else 1.0 for m in modes])
+    loss = points * signs
+    finite = ~np.isnan(loss).any(axis=1)
+    return np.array([finite[i] and not any(finite[j] and (loss[j] < loss[i]).all() for j in range(len(loss)))
+                     for i in range(len(loss))])
+
+
+@st.composite
+def noisy_point_sets(draw, max_rows: int = 20):
+    """(points, errors, modes): as point_sets, with a standard error per value in [0, 2]."""
+    points, modes = draw(point_sets(max_rows))
+    errors = draw(st.lists(st.sampled_from([0.0, 0.25, 0.5, 1.0, 2.0]), min_size=points.size, max_size=points.size))
+    return points, np.array(errors).reshape(points.shape), modes
+
+
+@settings(max_examples=60, deadline=None)
+@given(point_sets())
+def test_with_no_noise_the_noise_aware_set_is_the_rows_not_strictly_dominated_on_every_axis(case):
+    points, modes = case
+    mask = pareto.noise_aware_mask(points, np.zeros_like(points), modes)
+    assert mask.tolist() == not_strictly_dominated(points, modes).tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(noisy_point_sets(), st.floats(0.0, 3.0))
+def test_the_noise_aware_set_holds_the_front_and_grows_with_z(case, z):
+    points, errors, modes = case
+    mask = pareto.noise_aware_mask(points, errors, modes, z)
+    assert (mask >= pareto.pareto_mask(points, modes)).all()  # the plain front is always in it
+    assert (pareto.noise_aware_mask(points, errors, modes, z + 1.0) >= mask).all()  # calling less, keeping more
+
+
+def test_huge_standard_errors_keep_every_row():
+    points = np.array([[0.9, 0.9], [0.1, 0.1], [0.5, 0.2], [0.0, 0.0]])
+    assert pareto.noise_aware_mask(points, np.full_like(points, 10.0), ["max", "max"]).all()
+    assert pareto.pareto_mask(points, ["max", "max"]).tolist() == [True, False, False, False]
+
+
+def test_clear_dominance_by_hand_with_z_2():
+    # B = (0.60, 0.60) vs A = (0.50, 0.55), SE 0.02 each: SE_diff = 0.0283, 2 SE = 0.0566.
+    # x: 0.10 > 0.0566 (clear); y: 0.05 < 0.0566 (not clear) -> A is not clearly dominated
+    points = np.array([[0.60, 0.60], [0.50, 0.55]])
+    se = np.full_like(points, 0.02)
+    assert pareto.noise_aware_mask(points, se, ["max", "max"]).tolist() == [True, True]
+    # y gap 0.07 > 0.0566 on both axes now: A is clearly dominated
+    points[1, 1] = 0.53
+    assert pareto.noise_aware_mask(points, se, ["max", "max"]).tolist() == [True, False]
+    # at z = 1 the first case is called too (0.05 > 0.0283); B, beaten by nobody, stays
+    points[1, 1] = 0.55
+    assert pareto.noise_aware_mask(points, se, ["max", "max"], z=1.0).tolist() == [True, False]
+    # a larger SE on A alone widens the difference's SE: sqrt(0.05² + 0.02²) = 0.0539, 2 SE = 0.108 > 0.10
+    se[1] = 0.05
+    assert pareto.noise_aware_mask(points, se, ["max", "max"], z=2.0).tolist() == [True, True]
+
+
+def test_min_mode_axes_count_lower_as_better():
+    # score maximised, fd minimised: B (0.8, 10) beats A (0.6, 20) by 0.2 and 10, far beyond 2 SE
+    points = np.array([[0.8, 10.0], [0.6, 20.0], [0.6, 10.5]])
+    se = np.array([[0.01, 1.0], [0.01, 1.0], [0.01, 1.0]])
+    assert pareto.noise_aware_mask(points, se, ["max", "min"]).tolist() == [True, False, True]  # fd gap 0.5 < 2.83
+    # read the other way round (fd maximised), A's high fd is no longer worse: nobody beats it on fd
+    assert pareto.noise_aware_mask(points, se, ["max", "max"]).tolist() == [True, True, True]
+    # and with score minimised too, A (lowest score, highest fd) beats B clearly on both
+    assert pareto.noise_aware_mask(points, se, ["min", "max"]).tolist() == [False, True, True]
+
+
+def test_nan_points_are_dropped_and_nan_errors_count_as_zero():
+    points = np.array([[1.0, 1.0], [np.nan, 2.0], [0.5, 0.5]])
+    errors = np.array([[np.nan, np.nan], [0.0, 0.0], [np.nan, 0.0]])
+    assert pareto.noise_aware_mask(points, errors, ["max", "max"]).tolist() == [True, False, False]
+
+
+def test_noise_aware_mask_rejects_bad_errors_and_z():
+    points = np.array([[1.0, 1.0]])
+    with pytest.raises(ValueError, match="shape"):
+        pareto.noise_aware_mask(points, np.zeros((1, 3)), ["max", "max"])
+    with pytest.raises(ValueError, match=">= 0"):
+        pareto.noise_aware_mask(points, np.array([[-0.1, 0.0]]), ["max", "max"])
+    with pytest.raises(ValueError, match="expected z >= 0"):
+        pareto.noise_aware_mask(points, np.zeros_like(points), ["max", "max"], z=-1.0)
+
+
+def test_se_column_names_follow_the_evaluation():
+    assert pareto.se_column("t2i_score") == "t2i_score_se"
+    assert pareto.se_column("t2i_score/text") == "t2i_score_se/text"
+
+
+def test_noise_aware_front_reads_the_se_columns_missing_or_null_meaning_zero():
+    df = pl.DataFrame({
+        "id": ["best", "near", "far", "untested", "none"],
+        "t2i_score": [0.60, 0.55, 0.30, 0.50, None],
+        "t2i_score_se": [0.02, 0.02, 0.02, None, 0.02],
+        "edit_score": [0.60, 0.58, 0.30, 0.50, 0.9],
+    })  # no edit_score_se column: edit differences are read as exact
+    objectives = {"t2i_score": "max", "edit_score": "max"}
+    # near: t2i gap 0.05 < 2·0.028, kept; far: beaten by 0.30 and 0.30; untested (SE null = 0): t2i gap 0.10 >
+    # 2·0.02, edit gap 0.10 > 0 -> dropped; none: no t2i_score, on no front
+    assert pareto.noise_aware_front(df, objectives)["id"].to_list() == ["best", "near"]
+    assert pareto.pareto_front(df, objectives)["id"].to_list() == ["best"]
+    plain = pareto.noise_aware_front(df.drop("t2i_score_se"), objectives)  # no SEs at all: the strict rule
+    assert plain["id"].to_list() == ["best"]
+    grouped = df.rename({"t2i_score": "t2i_score/text", "t2i_score_se": "t2i_score_se/text"})
+    assert pareto.noise_aware_front(grouped, {"t2i_score/text": "max", "edit_score": "max"})["id"].to_list() == [
+        "best", "near"]
+
+
+def test_with_fronts_flags_every_row_in_order():
+    df = pl.DataFrame({"id": list("abcd"), "x": [1.0, 0.95, 0.2, None], "y": [1.0, 0.95, 0.2, 2.0],
+                       "x_se": [0.05, 0.05, 0.05, 0.05], "y_se": [0.05, 0.05, 0.05, 0.05]})
+    flagged = pareto.with_fronts(df, {"x": "max", "y": "max"})
+    assert flagged.columns == [*df.columns, "on_front", "not_clearly_dominated"]
+    assert flagged["on_front"].to_list() == [True, False, False, False]
+    assert flagged["not_clearly_dominated"].to_list() == [True, True, False, False]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 from axis_frames import assert_images, run_dir_varying_every_axis, trials_varying_every_axis
+from matplotlib.collections import PathCollection
 
 from orchestrator import axes, plots
 from orchestrator.axes import AXES, Axis, Distinct, ScorePlot
@@ -118,3 +119,96 @@ def test_knee_samples_shows_the_knee_trials_last_grid(tmp_path, every):
     assert fig.get_suptitle() == f"Knee trial {knee}: final samples"
     assert fig.axes[0].get_images()[0].get_array().shape[:2] == (128, 256)  # the grid itself, pixel for pixel
     assert plots.knee_samples(tmp_path / "elsewhere", front) is None
+
+
+# -- noise: error bars, rings on the noise-aware set, the hypervolume's reference -------------------
+
+
+def with_errors(trials: pl.DataFrame, se: float = 0.03) -> pl.DataFrame:
+    """The trials with an SE beside each plotted objective (null for the first trial's edit score)."""
+    return trials.with_columns(pl.lit(se).alias("t2i_score_se"),
+                               pl.when(pl.int_range(pl.len()) == 0).then(None).otherwise(pl.lit(se)).alias("edit_score_se"))
+
+
+def rings(ax):
+    return [c for c in ax.collections if c.get_label() == plots.ring_label()]
+
+
+def only_ratio(trials: pl.DataFrame) -> pl.DataFrame:
+    return trials.select([c for c in trials.columns if c in (
+        "trial_id", "status", "started_at", "t2i_edit_ratio", "t2i_score", "edit_score", "score")
+        or c.endswith("_se")])
+
+
+def test_the_front_draws_error_bars_and_rings_the_noise_aware_set(every):
+    trials = only_ratio(with_errors(every))
+    (ax, _bar) = plots.front_by_axis(trials).axes
+    done = plots.effects.finished(trials)
+    (bars,) = [c for c in ax.containers if c.get_label() == "±1 SE"]
+    x_bars, y_bars = bars.lines[2]  # horizontal then vertical bar segments, one per finished trial
+    assert len(x_bars.get_segments()) == len(y_bars.get_segments()) == done.height
+    (ring,) = rings(ax)
+    kept = plots.pareto.noise_aware_front(done, plots.DEFAULT_OBJECTIVES)
+    front = plots.pareto.pareto_front(done, plots.DEFAULT_OBJECTIVES)
+    assert len(ring.get_offsets()) == kept.height > front.height  # SE 0.03 keeps trials off the front
+    assert sorted(map(tuple, ring.get_offsets().tolist())) == sorted(kept.select("t2i_score", "edit_score").rows())
+    assert "rings: not dominated beyond 2 SE; bars: ±1 SE" in ax.figure.get_suptitle()
+    (knee,) = [c for c in ax.collections if isinstance(c, PathCollection) and c.get_sizes().tolist() == [220]]
+    best = plots.pareto.knee(front, plots.DEFAULT_OBJECTIVES)
+    assert knee.get_offsets().tolist() == [[best["t2i_score"], best["edit_score"]]]  # the star stays on the front
+
+
+def test_without_standard_errors_there_are_no_bars_and_the_rings_follow_the_strict_rule(every):
+    (ax, _bar) = plots.front_by_axis(only_ratio(every)).axes
+    assert not ax.containers
+    done = plots.effects.finished(every)
+    assert len(rings(ax)[0].get_offsets()) == plots.pareto.noise_aware_front(done, plots.DEFAULT_OBJECTIVES).height
+    assert "rings: not strictly dominated (no SEs)" in ax.figure.get_suptitle()
+
+
+def test_the_hypervolume_uses_the_runs_reference_and_names_its_source(every):
+    reference = {"t2i_score": 0.4, "edit_score": 0.35, "source": {"t2i_score": "spec", "edit_score": "teacher@4"}}
+    (ax,) = plots.hypervolume_curve(every, reference=reference).axes
+    assert ax.get_title() == "reference:\nt2i_score = 0.4 (spec)\nedit_score = 0.35 (teacher@4)"
+    (line,) = ax.get_lines()
+    done = plots.effects.finished(every)
+    assert line.get_ydata()[-1] == pytest.approx(plots.pareto.hypervolume(done, plots.DEFAULT_OBJECTIVES, [0.4, 0.35]))
+    one_source = {**reference, "source": {"t2i_score": "teacher@4", "edit_score": "teacher@4"}}
+    assert plots.hypervolume_curve(every, reference=one_source).axes[0].get_title() == (
+        "reference: teacher@4\nt2i_score = 0.4, edit_score = 0.35")
+
+
+def test_without_reference_json_the_worst_trial_stands_in_and_the_title_says_so(every):
+    (ax,) = plots.hypervolume_curve(every).axes
+    worst = plots.pareto.reference_point(plots.effects.finished(every), plots.DEFAULT_OBJECTIVES)
+    assert ax.get_title().startswith("reference: worst trial (no reference.json)\n")
+    assert f"t2i_score = {worst[0]:.3g}" in ax.get_title()
+    partial = plots.hypervolume_curve(every, reference={"t2i_score": 0.4, "source": {"t2i_score": "spec"}})
+    assert "edit_score = " in partial.axes[0].get_title() and "(worst trial (not in reference.json))" in (
+        partial.axes[0].get_title())
+
+
+def test_trials_not_better_than_the_reference_add_nothing(every):
+    (ax,) = plots.hypervolume_curve(every, reference={"t2i_score": 0.99, "edit_score": 0.99}).axes
+    assert set(ax.get_lines()[0].get_ydata()) == {0.0}
+    assert [t.get_text() for t in ax.texts] == ["no trial beat the reference on every objective"]
+
+
+def test_figures_read_the_runs_reference_json(tmp_path):
+    run_dir = run_dir_varying_every_axis(tmp_path)
+    assert plots.figures(run_dir)["hypervolume"][0].axes[0].get_title().startswith("reference: worst trial")
+    (run_dir / "reference.json").write_text(
+        '{"t2i_score": 0.3, "edit_score": 0.3, "source": {"t2i_score": "teacher@4", "edit_score": "teacher@4"}}')
+    title = plots.figures(run_dir)["hypervolume"][0].axes[0].get_title()
+    assert title == "reference: teacher@4\nt2i_score = 0.3, edit_score = 0.3"
+
+
+def test_noise_table_shows_mean_and_se_and_both_fronts(every):
+    table = plots.noise_table(with_errors(every))
+    done = plots.effects.finished(every)
+    assert table.columns == ["trial_id", "t2i_score ± SE", "edit_score ± SE", "on_front", "not_clearly_dominated"]
+    assert table["trial_id"].to_list() == done["trial_id"].to_list()  # finished trials, in start order
+    first = done.row(0, named=True)
+    assert table.row(0)[1:3] == (f"{first['t2i_score']:.3f} ± 0.030", f"{first['edit_score']:.3f}")  # null SE
+    assert table["on_front"].sum() < table["not_clearly_dominated"].sum()
+    assert (table["not_clearly_dominated"] | ~table["on_front"]).all()

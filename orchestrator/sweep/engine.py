@@ -33,7 +33,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from rich.console import Console
 
-from orchestrator import confirm, results, trial
+from orchestrator import confirm, reference, results, trial
 from orchestrator.rundir import RunDir
 from orchestrator.search.dedup import DedupOptunaSearch
 from orchestrator.search.planned import PlannedSearch
@@ -94,6 +94,7 @@ def run_sweep(
     tables = results.collect(run.path, spec, run_ids)
     if spec.confirm is not None and tune.Tuner.can_restore(str(run.confirm.path)):
         tables.confirm = results.collect(run.confirm.path, spec, run_ids).trials
+    _reference(run, spec, console)
     paths = results.write(run.path, tables)
     tracker.log_outputs(paths)
     return SweepOutcome(run.path, tables, time.perf_counter() - start, info.uri, tracker.experiment_id)
@@ -131,6 +132,18 @@ def _fit(spec: SweepSpec, run: RunDir, info: SweepInfo, resume: bool) -> None:
     else:
         tuner = build_tuner(spec, trainable, run, [MlflowTracker(info, spec.base), ProgressLines(spec)])
     tuner.fit()
+
+
+def _reference(run: RunDir, spec: SweepSpec, console: Console) -> None:
+    """reference.json, the hypervolume reference point (the spec's, else the teacher at the student's NFE).
+
+    Computed once per run folder; a failure to score the teacher costs the figures their fixed
+    reference, never the sweep its tables.
+    """
+    try:
+        reference.ensure_reference(run, spec)
+    except Exception as exc:  # noqa: BLE001 - the tables matter more than the reference
+        console.print(f"no hypervolume reference ({type(exc).__name__}: {exc}); the figures use the worst trial")
 
 
 def _confirm(spec: SweepSpec, run: RunDir, info: SweepInfo, resume: bool, console: Console) -> None:
