@@ -17,7 +17,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator import confirm
+from orchestrator import confirm, ranking
 from orchestrator.results import Tables
 from orchestrator.spec import SweepSpec
 
@@ -86,6 +86,11 @@ def print_confirmation(tables: Tables, spec: SweepSpec, console: Console) -> Non
                       _cell(row.get(f"search_{metric}")), versus)
     console.print(table)
     console.print(f"verdict: {verdict.text()}")
+    objectives = {o.metric: o.mode for o in spec.objectives}
+    if len(objectives) > 1 and not stats.is_empty():
+        knee = ranking.ranked(stats, objectives)
+        if knee:
+            console.print(f"knee of the confirmed means on {', '.join(objectives)}: trial {knee[0]['trial_id']}")
 
 def no_result_cause(tables: Tables) -> str | None:
     """Why a sweep produced nothing, in one line, when no trial has a result (FINISHED or STOPPED):
