@@ -1,11 +1,14 @@
-"""Tests of trainers/tinyworld/report.py: the teacher grid, the per-NFE score table, the CLI's outputs.
+"""Tests of trainers/tinyworld/report.py: the teacher grid, the per-NFE score table, the CLI's outputs (into its --out folder only).
 
 Run: .venv/bin/python -m pytest tests/test_report.py -q   (micro world, not the shipped teachers; the CLI test is slow)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -43,25 +46,53 @@ def test_score_table_has_mean_and_std_per_nfe_over_seeds(micro_world):
     assert table[50]["score"][1] > 0  # two noise seeds: two different evaluations
 
 
+def _hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (relative path -> digest): content, not mtime."""
+    return {
+        str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(folder.rglob("*"))
+        if f.is_file()
+    }
+
+
 @pytest.mark.slow
-def test_main_writes_report_json_and_leaves_cards_alone_with_no_cards(micro_checkpoints, tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "TinyWorld", lambda: TinyWorld(checkpoints=micro_checkpoints, **REPORT_WORLD))
-    cards = {n: (micro_checkpoints / n / "card.json").read_text() for n in ("base", "text")}
-    report.main(["--out", str(tmp_path), "--items", "8", "--seeds", "1", "--threads", "1", "--no-cards"])
-    out = json.loads((tmp_path / "report.json").read_text())
-    assert set(out["teacher"]) == {str(n) for n in report.NFES} and set(out["text_category@50"]) == {"base", "text"}
-    assert (tmp_path / "tinyworld_grid.png").is_file()
-    assert cards == {n: (micro_checkpoints / n / "card.json").read_text() for n in ("base", "text")}
+def test_main_writes_into_its_out_folder_only(micro_checkpoints, tmp_path, monkeypatch):
+    ckpt, out, cwd = tmp_path / "ckpt", tmp_path / "out", tmp_path / "cwd"
+    shutil.copytree(micro_checkpoints, ckpt)  # a copy: the session's micro checkpoints stay as built
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # a write to a relative path would land here
+    monkeypatch.setattr(report, "TinyWorld", lambda: TinyWorld(checkpoints=ckpt, **REPORT_WORLD))
+    before = _hashes(tmp_path)
+    report.main(["--out", str(out), "--items", "8", "--seeds", "1", "--threads", "1"])
+    after = _hashes(tmp_path)
+    # nothing outside --out was added, removed or rewritten: not the cards, not the weights
+    assert {k: v for k, v in after.items() if not k.startswith("out/")} == before
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "tinyworld_grid.png"]
+    data = json.loads((out / "report.json").read_text())
+    assert set(data["teacher"]) == {str(n) for n in report.NFES}
+    assert set(data["text_category@50"]) == {"base", "text"}
+    # the teacher@50 scores that used to go into the cards are in the report, in the cards' format
+    assert data["scores@50"] == report.card_scores(
+        {k: tuple(v) for k, v in data["teacher"]["50"].items()}, data["text_category@50"], 3.0, 8, 1
+    )
 
 
-def test_cards_get_the_teacher_at_50_scores(micro_checkpoints, tmp_path, monkeypatch):
-    ckpt = tmp_path / "ckpt"
-    for name in ("base", "text"):  # a copy: the session's micro checkpoints stay as built
-        (ckpt / name).mkdir(parents=True)
-        (ckpt / name / "card.json").write_text((micro_checkpoints / name / "card.json").read_text())
-    world = TinyWorld(checkpoints=ckpt)
-    args = type("Args", (), {"guidance_scale": 2.0, "items": 8, "seeds": 1})()
-    report._record_in_cards(world, {"score": (0.51234, 0.1)}, {"base": 0.2, "text": 0.7}, args)
-    base, text = (json.loads((ckpt / n / "card.json").read_text())["scores@50"] for n in ("base", "text"))
-    assert base == {"guidance_scale": 2.0, "items": 8, "seeds": 1, "score": 0.5123, "t2i_score/text": 0.2}
-    assert text == {"guidance_scale": 2.0, "items": 8, "seeds": 1, "t2i_score/text": 0.7}
+def test_main_has_no_card_writing_option():
+    with pytest.raises(SystemExit):
+        report.main(["--no-cards"])
+
+
+def test_card_scores_have_the_cards_format():
+    scores = report.card_scores({"score": (0.51234, 0.1)}, {"base": 0.2, "text": 0.7}, 2.0, 8, 1)
+    assert scores == {
+        "base": {"guidance_scale": 2.0, "items": 8, "seeds": 1, "score": 0.5123, "t2i_score/text": 0.2},
+        "text": {"guidance_scale": 2.0, "items": 8, "seeds": 1, "t2i_score/text": 0.7},
+    }
+
+
+def test_shipped_report_holds_the_scores_of_its_run_in_the_cards_format():
+    data = json.loads((Path(report.__file__).parents[2] / "docs" / "tinyworld" / "report.json").read_text())
+    at50 = {k: tuple(v) for k, v in data["teacher"]["50"].items()}
+    assert data["scores@50"] == report.card_scores(
+        at50, data["text_category@50"], data["guidance_scale"], data["items"], data["seeds"]
+    )

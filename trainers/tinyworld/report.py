@@ -4,6 +4,13 @@ Shows what the shipped teachers generate and how the few-step gap looks: a PNG g
 categories and edit types; columns: edit source, real render, teacher at 50/8/4/2/1 NFE) and a
 table of adherence, purity, diversity, fd and the aggregates per NFE, each over several noise
 seeds (mean ± std), plus the ``text`` specialist against ``base`` on the text category.
+
+It writes into its ``--out`` folder only: ``tinyworld_grid.png`` and ``report.json``. The model
+cards (``checkpoints/<teacher>/card.json``) are never touched: their ``scores@50`` are written by
+``python -m trainers.tinyworld.pretrain`` when the teachers are trained (the shipped cards' section
+was measured by a report run with the default options). The report's own teacher@50 scores, in the
+cards' format, are in ``report.json`` under ``scores@50`` (one entry per teacher), to compare with
+the cards or to copy into them by hand.
 """
 
 from __future__ import annotations
@@ -21,7 +28,6 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from trainers.checkpoint import load_card, save_card  # noqa: E402
 from trainers.evaluate import EvalConfig, build_eval_set, evaluate_teacher, teacher_generator  # noqa: E402
 
 from .world import TinyWorld  # noqa: E402
@@ -123,12 +129,9 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m trainers.tinyworld.report", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("docs/tinyworld"), help="folder for the PNG and JSON"
+        "--out", type=Path, default=Path("docs/tinyworld"), help="the only folder it writes into (PNG, JSON)"
     )
     parser.add_argument("--items", type=int, default=256, help="benchmark items per evaluation")
-    parser.add_argument(
-        "--no-cards", action="store_true", help="do not write the teacher@50 scores into the model cards"
-    )
     parser.add_argument("--seeds", type=int, default=3, help="noise seeds per NFE (mean ± std)")
     parser.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale of the teacher sampler")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -160,24 +163,33 @@ def main(argv: list[str] | None = None) -> None:
         "seeds": args.seeds,
         "teacher": {str(n): s for n, s in table.items()},
         "text_category@50": spec,
+        "scores@50": card_scores(table[50], spec, args.guidance_scale, args.items, args.seeds),
     }
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    if not args.no_cards:
-        _record_in_cards(world, table[50], spec, args)
 
 
-def _record_in_cards(world: TinyWorld, at50: dict, text_scores: dict, args) -> None:
-    """Write the teacher@50 scores (mean over the seeds) into the base and text model cards."""
-    for name in ("base", "text"):
-        card = load_card(world.checkpoints / name)
-        card["scores@50"] = {
-            "guidance_scale": args.guidance_scale,
-            "items": args.items,
-            "seeds": args.seeds,
+def card_scores(
+    at50: dict[str, tuple[float, float]],
+    text_scores: dict[str, float],
+    guidance_scale: float,
+    items: int,
+    seeds: int,
+) -> dict[str, dict]:
+    """The teacher@50 scores in the model cards' ``scores@50`` format, per teacher (``base``, ``text``).
+
+    ``base`` gets every metric of ``at50`` (mean over the seeds), ``text`` only the text category;
+    values are rounded to 4 places, as in the shipped cards.
+    """
+    return {
+        name: {
+            "guidance_scale": guidance_scale,
+            "items": items,
+            "seeds": seeds,
             **({k: round(v[0], 4) for k, v in at50.items()} if name == "base" else {}),
             "t2i_score/text": round(text_scores[name], 4),
         }
-        save_card(world.checkpoints / name, card)
+        for name in ("base", "text")
+    }
 
 
 if __name__ == "__main__":
