@@ -77,11 +77,6 @@ def test_main_writes_into_its_out_folder_only(micro_checkpoints, tmp_path, monke
     )
 
 
-def test_main_has_no_card_writing_option():
-    with pytest.raises(SystemExit):
-        report.main(["--no-cards"])
-
-
 def test_card_scores_have_the_cards_format():
     scores = report.card_scores({"score": (0.51234, 0.1)}, {"base": 0.2, "text": 0.7}, 2.0, 8, 1)
     assert scores == {
