@@ -210,6 +210,7 @@ def hypervolume_curve(
     lines = reference_title(objectives, point, sources)
     fig, (ax,) = _panels(1, "Hypervolume over trials", height=3.4 + 0.2 * lines.count("\n"))
     ax.step(range(1, len(history) + 1), history, where="post", marker="o")
+    ax.set_ylim(bottom=0)  # a volume: from zero, so a small gain looks small
     ax.set(xlabel="trials run (in start order)", ylabel="hypervolume")
     ax.set_title(lines, fontsize="medium")
     if history[-1] == 0:
