@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -43,9 +43,6 @@ class ConfirmRun:
     confirm_of: str
     seed: int
     config: dict[str, Any]  # the Tune config: the trial's params, `seed`, and CONFIRM_KEY
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def candidates(trials: pl.DataFrame, objectives: Mapping[str, str], top: int) -> list[str]:
