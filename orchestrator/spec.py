@@ -93,8 +93,13 @@ class Confirm(SpecModel):
 
 
 class Resources(SpecModel):
+    """What one trial holds. cpu and gpu are the trial's totals, split evenly over its workers."""
+
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0, description="fractions share a GPU between trials")
+    workers: int = Field(
+        1, ge=1, description="> 1: data-parallel Ray Train workers per trial; the recipe's batch_size is split"
+    )
 
 
 class Tracking(SpecModel):

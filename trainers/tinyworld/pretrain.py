@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
@@ -23,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from trainers import flow
-from trainers.checkpoint import save_card, save_model
+from trainers.checkpoint import load_model, save_card, save_model
 from trainers.cond import Cond, velocity
 from trainers.models import FlowModel
 
@@ -48,6 +49,9 @@ class TeacherConfig:
     ema_decay: float = 0.99
     categories: tuple[str, ...] | None = None  # None = all T2I categories; else only these
     seed: int = 0
+    # "constant" after warm-up, or "cosine" down to 10 % of lr at the last step (a long run's end
+    # averages less noise into its EMA when the steps shrink)
+    lr_decay: str = "constant"
 
 
 def _drop_text(cond: Cond, p: float, gen: torch.Generator) -> Cond:
@@ -120,7 +124,7 @@ def train_teacher(
     ema.requires_grad_(False)
     data = TeacherData(world, config)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(config, s))
     gen = torch.Generator().manual_seed(config.seed)
     start, losses = time.perf_counter(), []
     bar = tqdm(range(config.steps), desc="teacher", unit="step")
@@ -143,6 +147,17 @@ def train_teacher(
         if snapshot is not None and (step + 1) % snapshot_every == 0 and step + 1 < config.steps:
             snapshot(ema, _record(config, step + 1, start, losses))
     return ema.eval(), _record(config, config.steps, start, losses)
+
+
+def _lr_factor(config: TeacherConfig, step: int) -> float:
+    """Linear warm-up, then constant or cosine decay to 0.1 (see TeacherConfig.lr_decay)."""
+    warm = min(1.0, (step + 1) / max(1, config.warmup_steps))
+    if config.lr_decay == "constant" or step < config.warmup_steps:
+        return warm
+    if config.lr_decay != "cosine":
+        raise ValueError(f"lr_decay={config.lr_decay!r}: expected 'constant' or 'cosine'")
+    done = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
 
 
 def _record(config: TeacherConfig, steps_done: int, start: float, losses: list[float]) -> dict:
@@ -196,6 +211,11 @@ def main(argv: list[str] | None = None) -> None:
         "--text-steps", type=int, default=400, help="fine-tuning steps of the text specialist"
     )
     parser.add_argument("--batch-size", type=int, default=64, help="items per step (T2I + edits)")
+    parser.add_argument("--lr", type=float, default=5e-4, help="peak AdamW learning rate of the base teacher")
+    parser.add_argument("--lr-decay", choices=("constant", "cosine"), default="constant",
+                        help="learning rate after warm-up")
+    parser.add_argument("--base-init", type=Path,
+                        help="continue the base teacher from this checkpoint folder instead of from scratch")
     parser.add_argument("--train-prompts", type=int, default=24000, help="size of the training prompt pool")
     parser.add_argument("--train-edits", type=int, default=12000, help="size of the training edit pool")
     parser.add_argument("--only", choices=("judge", "base", "text"), action="append", help="train only these")
@@ -212,10 +232,14 @@ def main(argv: list[str] | None = None) -> None:
         judge, card = train_judge(2000, 128, seed=args.seed, config=JudgeConfig(resolution=world.resolution))
         save_judge(judge, args.out / "judge", card)
     base_cfg = TeacherConfig(
-        size=args.size, steps=args.base_steps, batch_size=args.batch_size, seed=args.seed
+        size=args.size, steps=args.base_steps, batch_size=args.batch_size, seed=args.seed,
+        lr=args.lr, lr_decay=args.lr_decay, warmup_steps=20 if args.base_init else 100,
     )
     if "base" in todo:
-        base, record = train_teacher(world, base_cfg, snapshot=_snapshot(args.out / "base"))
+        init = load_model(FlowModel, args.base_init) if args.base_init else None
+        base, record = train_teacher(world, base_cfg, init=init, snapshot=_snapshot(args.out / "base"))
+        if args.base_init:
+            record["init"] = str(args.base_init)
         _finish(world, "base", base, record, args)
     if "text" in todo:
         text_cfg = replace(
