@@ -37,6 +37,7 @@ from trainers.data import BatchSampler
 from trainers.divergence import DivergedError
 from trainers.dmd import CycleLogs, DMDConfig, DMDState, dmd_cycle
 from trainers.evaluate import EvalConfig, evaluate, student_generator
+from trainers.parallel import ONE_PROCESS, Shard
 from trainers.recipe import Recipe
 from trainers.sampling import StudentScheduler
 from trainers.teachers import TeacherSchedule
@@ -66,10 +67,15 @@ class DistillResult:
 
 
 class BatchDraw:
-    """Batch conditions for the DMD updates: the recipe's sampler over the world's training pools."""
+    """Batch conditions for the DMD updates: the recipe's sampler over the world's training pools.
 
-    def __init__(self, world: World, recipe: Recipe, device: torch.device):
-        self.world, self.device = world, device
+    In a data-parallel run every process samples the same global batch (same seed) and keeps its
+    own rows of it (``trainers/parallel.py``); the composition counts stay the global batch's.
+    """
+
+    def __init__(self, world: World, recipe: Recipe, device: torch.device, shard: Shard = ONE_PROCESS):
+        self.world, self.device, self.shard = world, device, shard
+        shard.local(recipe.batch_size)  # a batch that does not split evenly is refused before training
         prompts, edits = world.prompt_pool("train"), world.edit_pool("train")
         self.prompts, self.edits = prompts.to_pylist(), edits.to_pylist()
         self.sampler = BatchSampler.from_recipe(prompts, edits, recipe)
@@ -81,7 +87,11 @@ class BatchDraw:
             parts.append(self.world.t2i_cond([self.prompts[i] for i in batch.t2i.rows]))
         if len(batch.edit):
             parts.append(self.world.edit_cond([self.edits[i] for i in batch.edit.rows]))
-        return Cond.concat(parts).to(self.device)
+        cond = Cond.concat(parts)
+        if self.shard.world > 1:
+            rows = self.shard.rows(len(cond))
+            cond = cond.select(torch.arange(rows.start, rows.stop))
+        return cond.to(self.device)
 
 
 def _accelerator(mixed_precision: str) -> Accelerator:
@@ -145,8 +155,12 @@ def _metrics(world: World, state: DMDState, draw: BatchDraw, recipe: Recipe, log
         "step": float(state.step), "nfe": float(recipe.nfe), "wall_s": time.perf_counter() - start}
 
 
-def prepare(recipe: Recipe, world: World, device: torch.device | str = "cpu") -> tuple[DMDState, BatchDraw]:
-    """The DMD state (teachers, λ schedule, student, fake score, optimisers) and the batch draw of a run."""
+def prepare(recipe: Recipe, world: World, device: torch.device | str = "cpu",
+            shard: Shard = ONE_PROCESS) -> tuple[DMDState, BatchDraw]:
+    """The DMD state (teachers, λ schedule, student, fake score, optimisers) and the batch draw of a run.
+
+    ``shard``: this process's place in a data-parallel run (every process builds the same state).
+    """
     torch.manual_seed(recipe.seed)
     # 1. teachers and the step-wise multi-teacher schedule
     teachers = world.load_teachers()
@@ -155,26 +169,34 @@ def prepare(recipe: Recipe, world: World, device: torch.device | str = "cpu") ->
     schedule = TeacherSchedule.from_recipe(recipe, teachers)
     # 2. student and fake score start as copies of the base teacher (DMD2)
     config = DMDConfig.from_recipe(recipe, image_shape=(3, world.resolution, world.resolution))
-    state = DMDState.from_base(teachers, schedule, config, seed=recipe.seed)
+    state = DMDState.from_base(teachers, schedule, config, seed=recipe.seed, shard=shard)
     # 3. the data axes: category mix and T2I:Edit ratio
-    return state, BatchDraw(world, recipe, torch.device(device))
+    return state, BatchDraw(world, recipe, torch.device(device), shard)
 
 
 def distill(recipe: Recipe, world: World | str = "tiny", on_report: OnReport | None = None,
             resume_from: str | Path | None = None, progress: bool = False) -> DistillResult:
     """Run DMD2 with ``recipe`` in ``world``; see the module docstring for the reporting contract.
 
+    Data parallel when torch.distributed is initialised (``trainers/parallel.py``): every process
+    calls this with the same arguments; rank 0 alone runs the benchmark, and every rank's
+    ``on_report`` sees rank 0's metrics, whose answer stops them all.
+
     Raises :class:`DivergedError` (with the step and the quantity) on a non-finite loss, gradient
     norm or parameter, and ValueError when ``resume_from`` was trained with a different recipe.
     """
     world = load_world(world) if isinstance(world, str) else world
+    shard = Shard.current()
     accelerator = _accelerator(recipe.mixed_precision)
-    state, draw = prepare(recipe, world, accelerator.device)
+    state, draw = prepare(recipe, world, accelerator.device, shard)
     if resume_from is not None:
         _restore(state, draw, recipe, resume_from)
     save = lambda path: _save(state, draw, recipe, path)  # noqa: E731
+    scores = lambda items: shard.from_main(  # noqa: E731  (rank 0 scores; the others wait for its figures)
+        _metrics(world, state, draw, recipe, logs, items, start) if shard.is_main else None)
     start, logs = time.perf_counter(), CycleLogs()
-    bar = tqdm(total=recipe.steps, initial=state.step, desc="dmd", unit="step", disable=not progress)
+    bar = tqdm(total=recipe.steps, initial=state.step, desc="dmd", unit="step",
+               disable=not progress or not shard.is_main)
     with bar:
         while state.step < recipe.steps:
             # 4. one TTUR cycle: critic_updates fake-score updates, then the generator update
@@ -187,12 +209,12 @@ def distill(recipe: Recipe, world: World | str = "tiny", on_report: OnReport | N
             if state.step % recipe.report_every or state.step == recipe.steps or on_report is None:
                 continue
             # 5. quick benchmark + report: the caller may checkpoint, and may stop the run
-            metrics = _metrics(world, state, draw, recipe, logs, recipe.eval_items_quick, start)
-            if on_report(state.step, metrics, save):
+            metrics = scores(recipe.eval_items_quick)
+            if shard.from_main(bool(on_report(state.step, metrics, save))):
                 return DistillResult(metrics, _sampler_model(state), state.step,
                                      time.perf_counter() - start, True, save)
     # 6. the full benchmark at the end
-    metrics = _metrics(world, state, draw, recipe, logs, recipe.eval_items, start) | {"final": 1.0}
+    metrics = scores(recipe.eval_items) | {"final": 1.0}
     if on_report is not None:
         on_report(state.step, metrics, save)
     return DistillResult(metrics, _sampler_model(state), state.step, time.perf_counter() - start, False, save)

@@ -23,7 +23,8 @@ from torch import nn
 from trainers.cond import Cond
 from trainers.divergence import FiniteChecks
 from trainers.dmd_loss import distribution_matching_loss, fake_score_loss
-from trainers.sampling import StudentScheduler
+from trainers.parallel import ONE_PROCESS, Shard
+from trainers.sampling import StudentScheduler, sharded_gaussian
 from trainers.teachers import TeacherSchedule, TeacherSet
 
 FROM_WORLD = {"source": "world"}  # metadata of the DMDConfig fields that are not Recipe fields
@@ -80,6 +81,7 @@ class DMDState:
     ema: nn.Module | None
     rng: torch.Generator
     step: int = 0
+    shard: Shard = ONE_PROCESS  # this process's rows of each batch (trainers/parallel.py); rank 0 of 1 alone
 
     @classmethod
     def create(
@@ -90,8 +92,12 @@ class DMDState:
         schedule: TeacherSchedule,
         config: DMDConfig,
         seed: int = 0,
+        shard: Shard = ONE_PROCESS,
     ) -> DMDState:
-        """Wire optimisers (AdamW + linear warm-up), the EMA copy and a seeded RNG around G and F."""
+        """Wire optimisers (AdamW + linear warm-up), the EMA copy and a seeded RNG around G and F.
+
+        Every process of a data-parallel run passes the same seed: they draw the same random numbers.
+        """
         opt_s = torch.optim.AdamW(student.parameters(), lr=config.lr_generator)
         opt_f = torch.optim.AdamW(fake.parameters(), lr=config.lr_fake)
         ema = copy.deepcopy(student).requires_grad_(False).eval() if config.ema_decay > 0 else None
@@ -108,17 +114,19 @@ class DMDState:
             lr_fake=torch.optim.lr_scheduler.LambdaLR(opt_f, _warmup(config.warmup_steps)),
             ema=ema,
             rng=torch.Generator(device=device).manual_seed(seed),
+            shard=shard,
         )
 
     @classmethod
     def from_base(
-        cls, teachers: TeacherSet, schedule: TeacherSchedule, config: DMDConfig, seed: int = 0
+        cls, teachers: TeacherSet, schedule: TeacherSchedule, config: DMDConfig, seed: int = 0,
+        shard: Shard = ONE_PROCESS,
     ) -> DMDState:
         """G and F both start as trainable copies of the base teacher (DMD2)."""
         base = teachers["base"].model
         student = copy.deepcopy(base).requires_grad_(True)
         fake = copy.deepcopy(base).requires_grad_(True)
-        return cls.create(student, fake, teachers, schedule, config, seed)
+        return cls.create(student, fake, teachers, schedule, config, seed, shard)
 
     def state_dict(self) -> dict:
         """Optimiser, warm-up and RNG state for resume (model weights are saved by the checkpoint code)."""
@@ -140,11 +148,12 @@ class DMDState:
         self.rng.set_state(state["rng"])
 
 
-def _clip_and_step(model: nn.Module, opt, sched, max_norm: float, checks: FiniteChecks, what: str) -> torch.Tensor:
-    """Clip the gradient norm and step; queue the norm and the new parameters on ``checks``.
-
-    Returns the pre-clip norm (a device scalar).
+def _clip_and_step(model: nn.Module, opt, sched, max_norm: float, checks: FiniteChecks, what: str,
+                   shard: Shard) -> torch.Tensor:
+    """Average the gradients over the processes, clip their norm and step; queue the norm and the
+    new parameters on ``checks``. Returns the pre-clip norm (a device scalar).
     """
+    shard.average_gradients(model)  # every process then clips and steps the same gradient
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
     checks.add(f"{what} gradient norm", norm)
     opt.step()
@@ -163,12 +172,18 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 def _student_samples(state: DMDState, cond: Cond) -> tuple[torch.Tensor, torch.Tensor]:
-    """Backward-simulated student samples x (with grad through the last step) and their steps k."""
-    cfg = state.config
+    """Backward-simulated student samples x (with grad through the last step) and their steps k.
+
+    In a data-parallel run ``cond`` holds this process's rows; the random numbers are the global
+    batch's (``trainers/parallel.py``), so the rows are what one process would have made.
+    """
+    cfg, shard = state.config, state.shard
     device = next(state.student.parameters()).device
-    eps = torch.randn(len(cond), *cfg.image_shape, generator=state.rng, device=device)
-    ks = cfg.scheduler.sample_steps(len(cond), state.rng, device)
-    return cfg.scheduler.backward_simulate(state.student, cond, eps, ks, state.rng), ks
+    eps = shard.randn(len(cond), cfg.image_shape, state.rng, device=device)
+    ks_global = cfg.scheduler.sample_steps(len(cond) * shard.world, state.rng, device)
+    ks = ks_global[shard.rows(len(ks_global))]
+    noise = sharded_gaussian(eps, ks_global, shard, state.rng)
+    return cfg.scheduler.simulate(state.student, cond, eps, ks, noise), ks
 
 
 @dataclass
@@ -206,11 +221,13 @@ def fake_update(state: DMDState, draw: Callable[[], Cond], checks: FiniteChecks,
         cond = draw()
         with torch.no_grad():
             x, _ = _student_samples(state, cond)
-        loss = fake_score_loss(state.fake, x, cond, state.rng, cfg.t_range)
+        loss = fake_score_loss(state.fake, x, cond, state.rng, cfg.t_range, state.shard)
         checks.add("fake-score loss", loss)
         (loss / cfg.grad_accum).backward()
         losses.append(loss.detach())
-    norm = _clip_and_step(state.fake, state.opt_fake, state.lr_fake, cfg.max_grad_norm, checks, "fake score")
+    norm = _clip_and_step(
+        state.fake, state.opt_fake, state.lr_fake, cfg.max_grad_norm, checks, "fake score", state.shard
+    )
     logs.fake.append((losses, norm))
 
 
@@ -232,12 +249,13 @@ def generator_update(state: DMDState, draw: Callable[[], Cond], checks: FiniteCh
             checks=checks,
             generator=state.rng,
             t_range=cfg.t_range,
+            shard=state.shard,
         )
         checks.add("generator loss", loss)
         (loss / cfg.grad_accum).backward()
         logs.generator.append({"loss/generator": loss.detach(), **dm_logs})
     norm = _clip_and_step(
-        state.student, state.opt_student, state.lr_student, cfg.max_grad_norm, checks, "student"
+        state.student, state.opt_student, state.lr_student, cfg.max_grad_norm, checks, "student", state.shard
     )
     logs.generator_norm = norm
     if state.ema is not None:

@@ -17,6 +17,7 @@ from torch import nn
 from trainers import flow
 from trainers.cond import Cond, velocity
 from trainers.divergence import FiniteChecks
+from trainers.parallel import ONE_PROCESS, Shard
 from trainers.teachers import TeacherSchedule, TeacherSet, real_x0
 
 
@@ -49,13 +50,13 @@ def generator_loss(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     return 0.5 * F.mse_loss(x, (x - grad).detach())
 
 
-def _uniform_t(n: int, t_range: tuple[float, float], like: torch.Tensor, generator) -> torch.Tensor:
+def _uniform_t(n: int, t_range: tuple[float, float], like: torch.Tensor, generator, shard: Shard) -> torch.Tensor:
     lo, hi = t_range
-    return lo + (hi - lo) * torch.rand(n, generator=generator, device=like.device, dtype=like.dtype)
+    return lo + (hi - lo) * shard.rand(n, generator, device=like.device, dtype=like.dtype)
 
 
-def _randn(like: torch.Tensor, generator) -> torch.Tensor:
-    return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+def _randn(like: torch.Tensor, generator, shard: Shard) -> torch.Tensor:
+    return shard.randn(like.shape[0], like.shape[1:], generator, device=like.device, dtype=like.dtype)
 
 
 def fake_score_loss(
@@ -64,16 +65,17 @@ def fake_score_loss(
     cond: Cond,
     generator: torch.Generator | None = None,
     t_range: tuple[float, float] = (0.02, 0.98),
+    shard: Shard = ONE_PROCESS,
 ) -> torch.Tensor:
     """Flow matching of F on detached student samples (DMD2's ``compute_loss_fake``, velocity target).
 
     t is uniform over the range where the DM loss queries F, as DMD2 trains its fake score on
-    uniform timesteps.
+    uniform timesteps. ``shard``: x holds this process's rows of a data-parallel batch.
     """
     x = x.detach()
-    t = _uniform_t(x.shape[0], t_range, x, generator)
+    t = _uniform_t(x.shape[0], t_range, x, generator, shard)
     return flow.flow_matching_loss(
-        lambda z, tt: velocity(fake_model, z, tt, cond), x, _randn(x, generator), t
+        lambda z, tt: velocity(fake_model, z, tt, cond), x, _randn(x, generator, shard), t
     )
 
 
@@ -89,6 +91,7 @@ def distribution_matching_loss(
     checks: FiniteChecks,
     generator: torch.Generator | None = None,
     t_range: tuple[float, float] = (0.02, 0.98),
+    shard: Shard = ONE_PROCESS,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Generator loss for student samples ``x`` made at student steps ``ks``.
 
@@ -99,8 +102,8 @@ def distribution_matching_loss(
     """
     checks.add("student sample", x)
     with torch.no_grad():
-        t = _uniform_t(x.shape[0], t_range, x, generator)
-        z_t = flow.interpolate(x.detach(), _randn(x, generator), t)
+        t = _uniform_t(x.shape[0], t_range, x, generator, shard)
+        z_t = flow.interpolate(x.detach(), _randn(x, generator, shard), t)
         weights = schedule.matrix(ks, cond.categories)
         x0_real = real_x0(teachers, weights, z_t, t, cond, guidance_scale)
         x0_fake = flow.x0_from_v(z_t, t, velocity(fake, z_t, t, cond))

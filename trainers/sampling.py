@@ -19,6 +19,7 @@ from torch import nn
 
 from trainers import flow
 from trainers.cond import Cond, velocity
+from trainers.parallel import Shard
 
 Noise = Callable[[int, torch.Tensor], torch.Tensor]
 """``noise(k, idx)``: the fresh noise of the k-th re-noising for the items at positions ``idx`` [n]."""
@@ -42,6 +43,26 @@ def gaussian(eps: torch.Tensor, generator: torch.Generator | None = None) -> Noi
     return lambda k, idx: torch.randn(
         (len(idx), *eps.shape[1:]), generator=generator, device=eps.device, dtype=eps.dtype
     )
+
+
+def sharded_gaussian(eps: torch.Tensor, ks_global: torch.Tensor, shard: Shard, generator=None) -> Noise:
+    """:func:`gaussian` for one process's rows of a data-parallel batch (``trainers/parallel.py``).
+
+    The global batch's noise is drawn in the order one process would draw it (at step j, for every
+    item still running, ``ks_global > j``), so every rank's stream stays in step and each keeps its
+    own items' rows. Drawn up front: a rank whose own items stop early must still draw the later steps.
+    """
+    if shard.world == 1:
+        return gaussian(eps, generator)
+    rows, per_step = shard.rows(len(ks_global)), []
+    for j in range(int(ks_global.max()) if len(ks_global) else 0):
+        running = ks_global > j
+        full = eps.new_zeros((len(ks_global), *eps.shape[1:]))
+        full[running] = torch.randn(
+            (int(running.sum()), *eps.shape[1:]), generator=generator, device=eps.device, dtype=eps.dtype
+        )
+        per_step.append(full[rows])
+    return lambda k, idx: per_step[k][idx]
 
 
 @dataclass(frozen=True)
