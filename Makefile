@@ -11,7 +11,7 @@ LATEST := .venv-latest
 SPEC   ?= search_spaces/task_ratio.yaml
 ARGS   ?=
 
-.PHONY: sweep test test-latest lock venv browser lint clean
+.PHONY: sweep test test-latest lock venv browser postgres lint clean
 
 venv: $(VENV)/.installed
 
@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 sweep: venv
 	$(PY) -m orchestrator.sweep $(SPEC) $(ARGS)
 
-test: venv browser
+test: venv browser postgres
 	$(PY) -m pytest $(ARGS)
 
 # The MLflow UI test screenshots the runs page with Debian's headless chromium. Installed here when
@@ -37,11 +37,21 @@ browser:
 	      || echo "could not install chromium: the MLflow UI screenshot test will be skipped"; \
 	  else echo "chromium missing (apt-get install chromium): the MLflow UI screenshot test will be skipped"; fi; }
 
+# tests/test_tracking_postgres.py starts a real PostgreSQL from Debian's binaries under the MLflow
+# server it tests. Installed here when missing and apt-get can (root); otherwise those tests are skipped.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's postgresql for the PostgreSQL tracking tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null) \
+	      || echo "could not install postgresql: the PostgreSQL tracking tests will be skipped"; \
+	  else echo "PostgreSQL missing (apt-get install postgresql): the PostgreSQL tracking tests will be skipped"; fi; }
+
 # The newest releases the ranges in pyproject.toml admit (no lock), in a venv of their own.
-test-latest: browser
+test-latest: browser postgres
 	test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
-	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
+	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev,cluster]'
 	$(LATEST)/bin/python -m pip list --format=freeze | grep -iE '^(torch|ray|optuna|mlflow|diffusers|transformers|accelerate|polars|pydantic)=='
 	$(LATEST)/bin/python -m pytest $(ARGS)
 

@@ -8,6 +8,11 @@ processes: stopping the group stops them all, also when the test fails) and logs
 beside the store. It is ready when `/health` answers; if it dies or never answers, `ServerError`
 carries the end of its log so the failure says why.
 
+A cluster's server (tests/test_tracking_postgres.py) keeps its runs in PostgreSQL and its artifacts in a
+shared destination folder; the log goes beside that folder:
+
+    with mlflow_server("postgresql://mlflow@127.0.0.1:5432/mlflow", artifacts=folder / "artifacts") as server:
+
 An outage (tests/test_tracking_outage.py) stops the server and starts it again on the same port
 over the same store:
 
@@ -58,17 +63,18 @@ def log_tail(log: Path, chars: int = 4000) -> str:
     return text[-chars:]
 
 
-def server_command(db: Path, port: int) -> list[str]:
-    """`mlflow server` over the sqlite store `db`.
+def server_command(backend: str, artifacts: Path, port: int) -> list[str]:
+    """`mlflow server` over the backend store `backend` (a URI), serving artifacts from `artifacts`.
 
-    The sweep's experiments keep the artifact location they were created with (an absolute path), and
-    the server reads run artifacts from there. Anything new (a run created through this server) goes
-    to `mlartifacts/` beside the store instead of the server's working directory.
+    A sqlite sweep's experiments keep the artifact location they were created with (an absolute path),
+    and the server reads run artifacts from there. Anything created through this server (a sweep that
+    tracks to it, a promotion run) gets `mlflow-artifacts:/...` and its files go to `artifacts`, through
+    the server, instead of the server's working directory.
     """
     return [
         sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{db}",
-        "--artifacts-destination", str(db.parent / "mlartifacts"),
+        "--backend-store-uri", backend,
+        "--artifacts-destination", str(artifacts),
         "--host", "127.0.0.1", "--port", str(port),
         "--workers", "1",  # one process is plenty for a test and light on a small machine
     ]
@@ -113,12 +119,25 @@ def stop(process: subprocess.Popen, grace: float = 10.0) -> None:
 
 
 class ServerProcess:
-    """`mlflow server` over the sqlite store `db` on one port (free when made), startable again after `stop`."""
+    """`mlflow server` over a store on one port (free when made), startable again after `stop`.
 
-    def __init__(self, db: Path, port: int | None = None, timeout: float = 90.0):
-        self.db, self.port, self.timeout = db, port or free_port(), timeout
+    `store` is a sqlite file (artifacts default to `mlartifacts/` beside it) or a backend-store URI
+    such as postgresql://... (then `artifacts` is required). The server runs in, and logs to
+    `server.log` in, the folder that holds the artifacts destination.
+    """
+
+    def __init__(self, store: Path | str, port: int | None = None, timeout: float = 90.0,
+                 artifacts: Path | None = None):
+        if isinstance(store, Path):
+            self.backend, artifacts = f"sqlite:///{store}", artifacts or store.parent / "mlartifacts"
+        elif artifacts is None:
+            raise ValueError(f"{store}: a backend-store URI needs an artifacts destination")
+        else:
+            self.backend = store
+        self.artifacts, self.port, self.timeout = artifacts, port or free_port(), timeout
+        self.folder = artifacts.parent
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = db.parent / "server.log"
+        self.log = self.folder / "server.log"
         self._process: subprocess.Popen | None = None
         self._starts = 0
 
@@ -129,7 +148,8 @@ class ServerProcess:
             if self._starts:
                 out.write(f"--- restart {self._starts} on port {self.port}\n")
             self._process = subprocess.Popen(
-                server_command(self.db, self.port), cwd=self.db.parent, stdout=out, stderr=subprocess.STDOUT,
+                server_command(self.backend, self.artifacts, self.port), cwd=self.folder, stdout=out,
+                stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,  # own process group, stopped as one
                 env=server_env(),
             )
@@ -155,7 +175,9 @@ class ServerProcess:
 
 
 @contextmanager
-def mlflow_server(db: Path, timeout: float = 90.0) -> Iterator[Server]:
-    """Serve the sqlite store `db` (UI + REST API) while the block runs."""
-    with ServerProcess(db, timeout=timeout) as server:
+def mlflow_server(
+    store: Path | str, timeout: float = 90.0, artifacts: Path | None = None
+) -> Iterator[Server]:
+    """Serve `store` (a sqlite file or a backend-store URI; see ServerProcess) while the block runs."""
+    with ServerProcess(store, timeout=timeout, artifacts=artifacts) as server:
         yield server.start()

@@ -11,6 +11,8 @@ the rendered page lists every trial with its swept value, and screenshots it.
     MLFLOW_UI_SCREENSHOT=docs/images/mlflow_runs.png .venv/bin/python -m pytest tests/test_mlflow_ui.py
 
 Other tests may add runs to the experiment (a promotion run): runs are told apart by their `role` tag.
+Both checks take any server and sweep (`check_rest_api`, `check_runs_page`): tests/test_tracking_postgres.py
+runs them against a server on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -130,8 +132,9 @@ def check_child(server: Server, child: dict, parent_id: str, base: dict, bounds:
     assert recipe["t2i_edit_ratio"] == pytest.approx(ratio), name
 
 
-def test_rest_api_shows_the_sweep_as_nested_runs(server, micro_sweep):
-    spec = load_spec(micro_sweep)
+def check_rest_api(server: Server, spec_path: Path) -> SweepRuns:
+    """The sweep of `spec_path` as the server shows it: one parent, one checked child per trial."""
+    spec = load_spec(spec_path)
     runs = sweep_runs(server, spec.name)
     parent_id = runs.parent["info"]["run_id"]
     assert runs.parent["info"]["run_name"] == spec.name
@@ -142,6 +145,11 @@ def test_rest_api_shows_the_sweep_as_nested_runs(server, micro_sweep):
         check_child(server, child, parent_id, dict(spec.base), bounds)
     assert {"spec.yaml", "trials.parquet"} <= artifact_paths(server, runs.parent)
     assert yaml.safe_load(artifact_text(server, runs.parent, "spec.yaml"))["name"] == spec.name
+    return runs
+
+
+def test_rest_api_shows_the_sweep_as_nested_runs(server, micro_sweep):
+    check_rest_api(server, micro_sweep)
 
 
 # -- browser ------------------------------------------------------------------------------------------
@@ -236,22 +244,31 @@ def check_screenshot(path: Path) -> None:
     assert spread > 5.0, f"{path} looks blank (grey-level std {spread:.1f})"
 
 
-def test_runs_page_lists_the_trials_in_a_browser(server, micro_sweep, tmp_path):
+def skip_without_chromium() -> None:
     if not CHROMIUM.exists():
         pytest.skip(
             "chromium not installed: `make test` installs it with apt-get (Debian package chromium); "
             "run it or apt-get install chromium"
         )
-    spec = load_spec(micro_sweep)
+
+
+def check_runs_page(server: Server, spec_path: Path, screenshot: Path) -> None:
+    """The sweep's saved comparison view, rendered by chromium, lists every trial; screenshot saved."""
+    spec = load_spec(spec_path)
     runs = sweep_runs(server, spec.name)
     url = saved_view_url(server, runs.experiment_id)
     headers = [*spec.search, *(objective.metric for objective in spec.objectives)]
-    screenshot = tmp_path / "mlflow_runs.png"
     text = browse(url, screenshot, runs.children, headers)
     problems = page_problems(text, runs.children, headers)
     assert not problems, f"{url}: {problems}\npage text: {text[:2000]}"
     check_screenshot(screenshot)
     print(f"\nMLflow runs page screenshot: {screenshot}")
+
+
+def test_runs_page_lists_the_trials_in_a_browser(server, micro_sweep, tmp_path):
+    skip_without_chromium()
+    screenshot = tmp_path / "mlflow_runs.png"
+    check_runs_page(server, micro_sweep, screenshot)
     target = os.environ.get("MLFLOW_UI_SCREENSHOT")
     if target:
         Path(target).parent.mkdir(parents=True, exist_ok=True)

@@ -8,14 +8,11 @@ removed while it runs, however fast the machine; the gate opens once the node is
 
 from __future__ import annotations
 
-import json
 import threading
-from pathlib import Path
 
-import psutil
 import pytest
 import ray
-from ray._private import ray_constants
+from cluster_helpers import node_of, reports
 from ray.cluster_utils import Cluster
 from sweep_helpers import micro_spec
 
@@ -44,23 +41,6 @@ def cluster(finish_gate):
     cluster.shutdown()
 
 
-def _reports(run_dir: Path) -> list[dict]:
-    out = []
-    for path in run_dir.glob("trial_*/result.json"):
-        out += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return out
-
-
-def _node_of(cluster: Cluster, worker_pid: int):
-    """The cluster node whose raylet started the worker process `worker_pid`."""
-    parents = {p.pid for p in psutil.Process(worker_pid).parents()}
-    for node in cluster.worker_nodes:
-        raylets = node.all_processes.get(ray_constants.PROCESS_TYPE_RAYLET, [])
-        if any(info.process.pid in parents for info in raylets):
-            return node
-    raise AssertionError(f"no node runs worker {worker_pid}")
-
-
 def test_trial_resumes_from_its_checkpoint_after_its_node_is_lost(tmp_path, micro_checkpoints, cluster, finish_gate):
     base = {"steps": 10, "report_every": 2, "batch_size": 4, "eval_items": 16, "eval_items_quick": 8,
             "critic_updates": 1, "warmup_steps": 0}
@@ -75,23 +55,23 @@ def test_trial_resumes_from_its_checkpoint_after_its_node_is_lost(tmp_path, micr
     sweep.start()
     # Trained to the end and held; its last intermediate report (step 8, checkpointed) recorded.
     held = gate.wait_until(
-        lambda: bool(gate.waiting(finish_gate) and _reports(run_dir) and _reports(run_dir)[-1]["step"] == 8),
+        lambda: bool(gate.waiting(finish_gate) and reports(run_dir) and reports(run_dir)[-1]["step"] == 8),
         "trial held at the gate", alive=sweep.is_alive,
     )
     assert held, "the sweep ended before its trial reached the gate"
-    lost = _reports(run_dir)[-1]
+    lost = reports(run_dir)[-1]
     assert not lost.get("final")
-    cluster.remove_node(_node_of(cluster, lost["pid"]))
+    cluster.remove_node(node_of(cluster, lost["pid"]))
     gate.open_gate(finish_gate)  # the retry, on the other node, may now finish
     sweep.join(timeout=600)
     assert not sweep.is_alive()
 
     trials = outcome["result"].tables.trials
     assert trials["status"].to_list() == ["FINISHED"]
-    reports = _reports(run_dir)
-    restarted = [r for r in reports if r["iterations_since_restore"] == 1 and r is not reports[0]]
+    results = reports(run_dir)
+    restarted = [r for r in results if r["iterations_since_restore"] == 1 and r is not results[0]]
     assert restarted, "the trial was not restarted"
     # The last report before the loss came with its checkpoint: the retry starts from it, not from step 0.
     assert restarted[0]["step"] > lost["step"]
     assert restarted[0]["pid"] != lost["pid"]
-    assert reports[-1]["step"] == 10 and reports[-1]["final"] == 1.0
+    assert results[-1]["step"] == 10 and results[-1]["final"] == 1.0

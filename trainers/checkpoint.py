@@ -210,6 +210,11 @@ def checkpoint_recipe(path: str | Path) -> Recipe:
     return Recipe.from_yaml(Path(path) / RECIPE_FILE)
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """The generator step a distill checkpoint folder was written at (read from its state.json)."""
+    return int(json.loads((Path(path) / STATE_JSON).read_text())["dmd"]["step"])
+
+
 def load_checkpoint(path: str | Path, models: Mapping[str, ModelMixin | None]) -> dict:
     """Load a checkpoint written by :func:`save_checkpoint`: weights into ``models`` (None: skipped),
     the training state returned."""
