@@ -57,17 +57,23 @@ WORKER_PID_KEY = "worker_pid"  # rank 0's process: a restarted worker group repo
 
 def make_worker_trainable(spec: Any) -> Any:
     """The driver function with the spec's base, world and worker layout bound; it holds no resources."""
+    fn = tune.with_parameters(
+        run_trial_on_workers, base=dict(spec.base), world=(spec.world.name, spec.world.options),
+        layout=worker_layout(spec),
+    )
+    return tune.with_resources(fn, DRIVER_RESOURCES)
+
+
+def worker_layout(spec: Any) -> dict[str, Any]:
+    """Workers per trial and what each holds: the trial's cpu and gpu split evenly (`{gpu: 8, workers: 8}`
+    is one GPU each), and the worker restarts a Train run may make (the spec's max_failures)."""
     resources = spec.resources
-    layout = {
+    return {
         "workers": resources.workers,
         "cpu": resources.cpu / resources.workers,
         "gpu": resources.gpu / resources.workers,
         "max_failures": spec.budget.max_failures,
     }
-    fn = tune.with_parameters(
-        run_trial_on_workers, base=dict(spec.base), world=(spec.world.name, spec.world.options), layout=layout
-    )
-    return tune.with_resources(fn, DRIVER_RESOURCES)
 
 
 def run_trial_on_workers(
