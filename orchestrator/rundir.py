@@ -4,6 +4,7 @@
     run.marker, run.spec, run.tables             # sweep.json, spec.yaml, [trials, curves, pareto].parquet
     run.trial("ab12cd34")                        # runs/task_ratio/trial_ab12cd34: Ray's trial folder
     run.samples("ab12cd34")                      # the sample grid of its last checkpoint that has one
+    run = RunDir.open(run.path)                  # with the Tune experiment where its sweep.json says
 
 The layout (docs/sweeps.md shows it to users):
 
@@ -23,6 +24,13 @@ The layout (docs/sweeps.md shows it to users):
     runs/.<name>.new-<random>/      a run folder being made (moved to runs/<name> once whole)
     runs/<name>.archived-<time>/    a run folder that --fresh moved aside
 
+With a `storage` (the spec's `storage:` or `--storage`: a folder every node mounts, or a URI such as
+`s3://bucket/sweeps`), Ray Tune keeps the experiment -- the trial folders with their checkpoints, the
+confirm/ experiment, Tune's state -- in `<storage>/<name>/<sweep id>` instead, and sweep.json records
+the storage; everything else stays in the run folder. The sweep id makes the folder the sweep's own: a
+second sweep of the same name (another machine, `--fresh`) never writes into it, and an archived run
+folder still finds its experiment.
+
 Pure paths and small file operations: no Ray, no MLflow (the notebook and promote import it).
 """
 
@@ -35,6 +43,51 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+
+def is_uri(location: str) -> bool:
+    """A URI (`s3://bucket/x`, `file:///mnt/x`), resolved by its scheme, rather than a path."""
+    return "://" in location
+
+
+def storage_root(storage: str) -> str:
+    """A storage as sweep.json records it: a URI as given (no trailing /), a path made absolute
+    (relative to the working directory, like --runs-dir: the Ray workers need it absolute)."""
+    if is_uri(storage):
+        parts = urlsplit(storage)
+        return urlunsplit(parts._replace(path=parts.path.rstrip("/")))
+    return str(Path(storage).expanduser().resolve())
+
+
+def join(location: str, *names: str) -> str:
+    """`location/name/...` for a path or a URI (a URI's query, e.g. `?region=eu-west-1`, stays last)."""
+    if not is_uri(location):
+        return str(Path(location, *names))
+    parts = urlsplit(location)
+    return urlunsplit(parts._replace(path="/".join([parts.path.rstrip("/"), *names])))
+
+
+def split(location: str) -> tuple[str, str]:
+    """(parent, last name) of a path or a URI: Tune's `storage_path` and `name` for an experiment there."""
+    if not is_uri(location):
+        return str(Path(location).parent), Path(location).name
+    parts = urlsplit(location)
+    parent, _, name = parts.path.rstrip("/").rpartition("/")
+    return urlunsplit(parts._replace(path=parent)), name
+
+
+def local_folder(location: str) -> Path | None:
+    """The location as a folder of this machine (a path, or a file:// URI); None on an object store."""
+    if not is_uri(location):
+        return Path(location)
+    parts = urlsplit(location)
+    return Path(unquote(parts.path)) if parts.scheme == "file" else None
+
+
+def experiment_in(storage: str, name: str, sweep_id: str) -> str:
+    """Where the sweep `name` with id `sweep_id` keeps its Tune experiment on `storage`."""
+    return join(storage_root(storage), name, sweep_id)
 
 
 @dataclass(frozen=True)
@@ -42,6 +95,8 @@ class RunDir:
     """A sweep's run folder, `runs/<name>`: the names of everything in it."""
 
     path: Path
+    experiment_at: str | None = None
+    """Where Ray Tune keeps the experiment when not in this folder (`<storage>/<name>/<sweep id>`)."""
 
     SPEC_FILE = "spec.yaml"
     """The resolved spec, in the run folder and as an artifact of the sweep's MLflow run."""
@@ -60,15 +115,40 @@ class RunDir:
         """The run folder of the sweep `name` under `runs_dir` (absolute: Ray's storage path must be)."""
         return cls(Path(runs_dir).resolve() / name)
 
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        """A sweep's run folder with its Tune experiment where sweep.json says (FileNotFoundError without one)."""
+        record = cls(path).record()
+        storage = record.get("storage")
+        return cls(path, experiment_in(storage, record["name"], record["sweep_id"]) if storage else None)
+
     @property
     def name(self) -> str:
         return self.path.name
+
+    # -- the Ray Tune experiment --------------------------------------------------------------------
+
+    @property
+    def experiment(self) -> str:
+        """Ray Tune's experiment folder, a path or a URI: what Tuner.restore and ExperimentAnalysis take."""
+        return self.experiment_at or str(self.path)
+
+    @property
+    def tune_location(self) -> tuple[str, str]:
+        """(storage_path, name) of tune.RunConfig for the experiment."""
+        return split(self.experiment)
+
+    @property
+    def local_experiment(self) -> Path | None:
+        """The experiment as a folder of this machine; None on an object store (read it through Ray)."""
+        return local_folder(self.experiment)
 
     # -- the sweep's own files ----------------------------------------------------------------------
 
     @property
     def marker(self) -> Path:
-        """sweep.json: {"sweep_id", "spec_hash", "name"}; its presence makes the folder a sweep's."""
+        """sweep.json: {"sweep_id", "spec_hash", "name"} and "storage" when the sweep has one; its
+        presence makes the folder a sweep's."""
         return self.path / "sweep.json"
 
     @property
@@ -112,8 +192,9 @@ class RunDir:
 
     @property
     def confirm(self) -> RunDir:
-        """The confirmation stage's Tune experiment folder, laid out like a run folder's trials."""
-        return RunDir(self.path / "confirm")
+        """The confirmation stage's Tune experiment folder, laid out like a run folder's trials
+        (inside the search's experiment, on the storage when there is one)."""
+        return RunDir(self.path / "confirm", None if self.experiment_at is None else join(self.experiment_at, "confirm"))
 
     @property
     def confirm_table(self) -> Path:
@@ -142,14 +223,23 @@ class RunDir:
         return f"trial_{trial_id}"
 
     def trial(self, trial_id: str) -> Path:
-        return self.path / self.trial_dirname(trial_id)
+        """The trial's folder in the experiment (ValueError for an experiment on an object store)."""
+        if self.local_experiment is None:
+            raise ValueError(f"{self.experiment}: an object store, not a folder of this machine")
+        return self.local_experiment / self.trial_dirname(trial_id)
 
     def result_files(self) -> list[Path]:
-        """Every trial's result.json (one JSON line per report; the driver appends them as they arrive)."""
-        return sorted(self.path.glob(f"{self.trial_dirname('*')}/{self.RESULT_FILE}"))
+        """Every trial's result.json (one JSON line per report; the driver appends them as they arrive);
+        none for an experiment on an object store."""
+        if self.local_experiment is None:
+            return []
+        return sorted(self.local_experiment.glob(f"{self.trial_dirname('*')}/{self.RESULT_FILE}"))
 
     def checkpoints(self, trial_id: str) -> list[Path]:
-        """The trial's checkpoint folders that Tune keeps, oldest first (Tune names them checkpoint_000001, ...)."""
+        """The trial's checkpoint folders that Tune keeps, oldest first (Tune names them checkpoint_000001, ...);
+        none for an experiment on an object store."""
+        if self.local_experiment is None:
+            return []
         return sorted(path for path in self.trial(trial_id).glob("checkpoint_*") if path.is_dir())
 
     def samples(self, trial_id: str) -> Path | None:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from orchestrator.metrics import default_world, metric_problem
+from orchestrator.rundir import is_uri
 from orchestrator.search.entries import SearchEntry
 from orchestrator.search.samplers import SamplerSpec, sampler_problems
 from orchestrator.spec_base import SpecModel, pydantic_problems, verbatim_error
@@ -146,6 +147,12 @@ class SweepSpec(SpecModel):
     confirm: Confirm | None = Field(None, description="null: no confirmation stage")
     resources: Resources = Field(default_factory=Resources)
     tracking: Tracking = Field(default_factory=Tracking)
+    storage: str | None = Field(
+        None,
+        min_length=1,
+        description="where Ray Tune keeps the trials' checkpoints: a folder every node mounts, or a URI "
+        "(file://, s3://, gs://); null -> the run folder",
+    )
     promote: Promote = Field(default_factory=Promote)
 
     @field_validator("world", mode="before")
@@ -153,6 +160,14 @@ class SweepSpec(SpecModel):
     def _world_shorthand(cls, world: Any) -> Any:
         """`world: tiny` (a string) is short for `world: {name: tiny}`."""
         return {"name": world} if isinstance(world, str) else world
+
+    @field_validator("storage")
+    @classmethod
+    def _check_storage(cls, storage: str | None) -> str | None:
+        problem = None if storage is None else storage_problem(storage)
+        if problem:
+            raise verbatim_error(problem)
+        return storage
 
     @property
     def directions(self) -> list[str]:
@@ -163,6 +178,23 @@ class SweepSpec(SpecModel):
     def base_recipe(self) -> Recipe:
         """The base as a Recipe (trials run `orchestrator.search.trial_recipe(spec.base, config)`)."""
         return Recipe.model_validate(self.base)
+
+
+def storage_problem(storage: str) -> str | None:
+    """Why Ray Tune could not keep an experiment on `storage` (None: it can): a URI must name a
+    filesystem pyarrow resolves (as Tune does, with `pyarrow.fs.FileSystem.from_uri`), a path must not
+    be a file. Nothing is created; an S3 URI without `?region=` costs pyarrow a region lookup."""
+    if not is_uri(storage):
+        return f"expected a folder or a URI, found the file {storage!r}" if Path(storage).expanduser().is_file() else None
+    import pyarrow  # here, not at the top: only a URI needs pyarrow's filesystems
+    import pyarrow.fs
+
+    try:
+        pyarrow.fs.FileSystem.from_uri(storage)
+    except (pyarrow.ArrowException, OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"expected a URI of a filesystem pyarrow resolves (file://, s3://, gs://, ...), found {storage!r} (pyarrow: {reason})"
+    return None
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -202,9 +234,22 @@ def _resolve(
     scheduler, scheduler_problems = _resolve_scheduler(spec, info)
     problems += scheduler_problems
     problems += sampler_problems(spec.sampler, spec.search, spec.budget.trials)
+    problems += _worker_problems(spec, base)
     return spec.model_copy(
         update={"base": base if base is not None else spec.base, "scheduler": scheduler, "world": world}
     ), problems
+
+
+def _worker_problems(spec: SweepSpec, base: dict[str, Any] | None) -> list[Problem]:
+    """Each worker trains on an equal share of the batch: batch_size must split over resources.workers."""
+    workers = spec.resources.workers
+    batches = {(base or {}).get("batch_size", Recipe.model_fields["batch_size"].default)}
+    entry = spec.search.get("batch_size")
+    batches |= set(getattr(entry, "values", None) or [])  # choice: or grid: values
+    uneven = sorted(b for b in batches if isinstance(b, int) and b % workers)
+    if workers == 1 or not uneven:
+        return []
+    return [Problem(("resources", "workers"), f"expected a divisor of every batch_size, found {workers} (batch_size {uneven[0]})")]
 
 
 def _objective_problems(objectives: list[Objective]) -> list[Problem]:
@@ -259,13 +304,19 @@ def resolved_dict(spec: SweepSpec) -> dict[str, Any]:
     return data
 
 
+HASH_IGNORES = ("promote", "tracking", "storage")
+"""Sections that do not change what the trials compute: where they are tracked and kept, how promoted."""
+
+
 def spec_hash(spec: SweepSpec) -> str:
-    """Hash of the resolved spec without its `promote` section: what the sweep's results depend on.
+    """Hash of the resolved spec without HASH_IGNORES: what the sweep's results depend on.
 
     Comments and key order in the YAML do not change it, and neither does editing the promotion
-    defaults after a sweep (a --resume or a promotion is refused only when the trials would differ).
+    defaults after a sweep, or tracking to another MLflow store (a --resume or a promotion is refused
+    only when the trials would differ). Where the experiment is kept is sweep.json's to say.
     """
     data = resolved_dict(spec)
-    data.pop("promote", None)
+    for section in HASH_IGNORES:
+        data.pop(section, None)
     text = json.dumps(data, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -34,14 +34,10 @@ from trainers.world import World, shared_world
 
 
 def make_trainable(spec: Any) -> Any:
-    """The trial function with the spec's base recipe and world bound, and its per-trial resources.
+    """The one-process trial function with the spec's base recipe and world bound, and its resources.
 
-    With `resources.workers > 1` the trial drives that many Ray Train workers (orchestrator.workers).
+    (`resources.workers > 1`: `orchestrator.workers.make_worker_trainable`; the engine picks.)
     """
-    if spec.resources.workers > 1:
-        from orchestrator.workers import make_worker_trainable
-
-        return make_worker_trainable(spec)
     fn = tune.with_parameters(
         run_trial,
         base=dict(spec.base),

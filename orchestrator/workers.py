@@ -1,6 +1,6 @@
 """A trial on several Ray Train workers: `resources: {workers: N}` (DESIGN §10).
 
-    trainable = make_worker_trainable(spec)   # orchestrator.trial.make_trainable picks it for N > 1
+    trainable = make_worker_trainable(spec)   # the sweep engine picks it for N > 1
 
 The Tune trial is a light driver (Ray's recommended Tune + Train pattern): it starts a
 `TorchTrainer` whose N workers each call `trainers.distill` in one torch.distributed process group
@@ -40,6 +40,7 @@ from ray.util.queue import Queue
 from orchestrator import gate
 from orchestrator.rundir import RunDir
 from orchestrator.search import trial_recipe
+from orchestrator.trial import TrialDivergedError  # the one error a diverged trial fails with
 from trainers.checkpoint import checkpoint_step
 from trainers.distill import distill
 from trainers.divergence import DivergedError
@@ -80,8 +81,6 @@ def run_trial_on_workers(
     config: dict[str, Any], base: dict[str, Any], world: tuple[str, dict[str, Any]], layout: dict[str, Any]
 ) -> None:
     """The Tune trial: fail at once after a recorded divergence, else drive the Train run and relay its reports."""
-    from orchestrator.trial import TrialDivergedError  # the one error type a diverged trial fails with
-
     context = tune.get_context()
     marker = Path(context.get_trial_dir()) / RunDir.DIVERGED_FILE
     if marker.exists():  # divergence is deterministic: a retry fails at once instead of re-training

@@ -3,17 +3,17 @@
     .venv/bin/python -m pytest tests/test_docker_configs.py
 
 Nothing is built or started: the files are read as data (yaml.safe_load), the `ray up` config goes
-through Ray's own config loader, and docker/set_tracking_uri.py runs on copies of the shipped specs.
+through Ray's own config loader.
 What matters: one image, built from docker/Dockerfile (CUDA base by default, the project and its tiny
 world inside); every published port bound to 127.0.0.1; the job the clusters run is the README's
-sweep command; GPU workers ask for GPUs; the URI the image's specs track to names the MLflow service.
+sweep command; GPU workers ask for GPUs; the MLFLOW_TRACKING_URI the nodes get names the MLflow service.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shlex
+import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -128,7 +128,12 @@ def test_dockerfile_installs_as_the_readme_says():
     (torch_pin,) = re.findall(r'"(torch==[^"]+)"', (ROOT / "pyproject.toml").read_text())
     assert f'"{torch_pin}" --index-url "${{TORCH_INDEX}}"' in text
     assert re.search(rf"{re.escape(torch_pin)} --index-url {re.escape(dockerfile_args()['TORCH_INDEX'])}\s", readme)
-    assert re.search(r"pip install -c requirements\.lock -e \. .*psycopg2-binary", text)
+    assert re.search(r"pip install -c requirements\.lock -e '\.\[cluster\]'", text)
+    cluster = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["cluster"]
+    lock = (ROOT / "requirements.lock").read_text()
+    for package in ("ray[default]", "psycopg2-binary"):  # the image's extras, pinned by the lock
+        assert any(req.startswith(package) for req in cluster), (package, cluster)
+        assert re.search(rf"^{re.escape(package.split('[')[0])}==", lock, re.M), package
 
 
 def test_image_holds_the_project_and_its_tiny_world():
@@ -151,28 +156,29 @@ def test_image_holds_the_project_and_its_tiny_world():
     assert any(p.endswith(".safetensors") for p in checkpoints)
     assert not [p for p in checkpoints if ignored(p)]
     assert not [p for p in ("pyproject.toml", "requirements.lock", "search_spaces/task_ratio.yaml",
-                            "docker/set_tracking_uri.py", "orchestrator/sweep/cli.py") if ignored(p)]
+                            "orchestrator/sweep/cli.py") if ignored(p)]
     assert all(ignored(p) for p in (".venv/bin/python", "runs/task_ratio/sweep.json", "mlflow.db", ".git/HEAD"))
 
 
-def test_set_tracking_uri_changes_only_the_tracking_uri(tmp_path):
-    spec = importlib.util.spec_from_file_location("set_tracking_uri", DOCKER / "set_tracking_uri.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_the_image_tracks_to_its_uri_through_the_environment():
+    """MLFLOW_TRACKING_URI (which beats a spec's tracking.uri) comes from the build argument; the shipped
+    specs are left as they are (nothing rewrites them any more)."""
+    text = (DOCKER / "Dockerfile").read_text()
+    assert re.search(r"^\s+MLFLOW_TRACKING_URI=\$\{TRACKING_URI\} \\$", text, re.M)
+    assert "search_spaces/*.yaml" not in text
+    docs = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(p for p in DOCKER.rglob("*") if p.is_file())]
+    assert not [p for p in docs if "set_tracking_uri" in p.read_text()]
+
+
+def test_every_node_gets_the_tracking_uri_of_the_mlflow_service(compose):
     uri = dockerfile_args()["TRACKING_URI"]
-    shipped = sorted((ROOT / "search_spaces").glob("*.yaml"))
-    copies = [tmp_path / p.name for p in shipped]
-    for src, dst in zip(shipped, copies, strict=True):
-        dst.write_text(src.read_text())
-    assert module.main([uri, *map(str, copies)]) == 0
-    once = [p.read_text() for p in copies]
-    assert module.main([uri, *map(str, copies)]) == 0
-    assert [p.read_text() for p in copies] == once
-    for src, dst in zip(shipped, copies, strict=True):
-        before, after = yaml.safe_load(src.read_text()), yaml.safe_load(dst.read_text())
-        assert after.pop("tracking") == {"uri": uri}
-        before.pop("tracking", None)
-        assert after == before
+    for name in ("ray-head", "ray-worker"):  # the driver runs on the head; promote runs on either
+        assert defaults(compose[name]["environment"]["MLFLOW_TRACKING_URI"]) == uri, name
+    for path in (KUBE / "raycluster.yaml", KUBE / "rayjob.yaml"):
+        for container in pod_containers(one(path)):
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            assert env["MLFLOW_TRACKING_URI"] == uri, (path.name, container["name"])
+    assert f"-e MLFLOW_TRACKING_URI={uri}" in one(DOCKER / "ray-up.yaml")["docker"]["head_run_options"]
 
 
 # -- one machine: compose ----------------------------------------------------------------------------------
@@ -227,7 +233,7 @@ def test_compose_mlflow_is_the_server_the_specs_track_to(compose):
     assert words[words.index("--host") + 1] == "0.0.0.0"  # for the compose network; published on 127.0.0.1
     assert f"{uri.hostname}:*" in words[words.index("--allowed-hosts") + 1].split(",")
     backend = mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"]
-    assert backend.startswith("postgresql://") and "@postgres:5432/" in backend
+    assert backend.startswith("postgresql+psycopg2://") and "@postgres:5432/" in backend
     password = compose["postgres"]["environment"]["POSTGRES_PASSWORD"]
     assert password.startswith("${POSTGRES_PASSWORD:-")  # an overridable, documented local default
     assert "${POSTGRES_PASSWORD:-" in backend
@@ -291,7 +297,7 @@ def test_kuberay_volumes_and_services_fit_together(image):
             env = {e["name"]: e for e in container.get("env", [])}
             assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"]
     backend = urlsplit(next(e["value"] for e in server["env"] if e["name"] == "MLFLOW_BACKEND_STORE_URI"))
-    assert backend.scheme == "postgresql" and backend.hostname in services
+    assert backend.scheme == "postgresql+psycopg2" and backend.hostname in services
 
 
 # -- machines of your own: ray up -------------------------------------------------------------------------------

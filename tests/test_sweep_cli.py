@@ -123,7 +123,7 @@ def test_dry_run_prints_spec_and_recipes(tmp_path):
 def test_help_documents_every_flag(tmp_path):
     result = _sweep("--help", cwd=tmp_path)
     assert result.returncode == 0
-    for flag in ("--dry-run", "-n N", "--resume", "--fresh", "--address"):
+    for flag in ("--dry-run", "-n N", "--resume", "--fresh", "--address", "--storage PATH_OR_URI", "--tracking-uri URI"):
         assert flag in result.stdout
 
 

@@ -6,7 +6,7 @@ import pytest
 from sweep_helpers import MICRO_BASE, micro_spec
 
 from orchestrator.trial import make_trainable
-from orchestrator.workers import DRIVER_RESOURCES, worker_layout
+from orchestrator.workers import DRIVER_RESOURCES, make_worker_trainable, worker_layout
 from orchestrator.yamlio import SpecError
 
 
@@ -28,7 +28,7 @@ def test_a_fractional_gpu_is_asked_for_as_is(tmp_path):
 def test_a_multi_worker_trial_holds_nothing_itself_and_splits_its_resources(tmp_path):
     spec = micro_spec(tmp_path, tmp_path, base=MICRO_BASE | {"batch_size": 16},
                       resources={"cpu": 16, "gpu": 8, "workers": 8}, budget={"trials": 4, "max_failures": 3})
-    assert _request(make_trainable(spec)) == {"memory": float(DRIVER_RESOURCES["memory"])}
+    assert _request(make_worker_trainable(spec)) == {"memory": float(DRIVER_RESOURCES["memory"])}
     assert worker_layout(spec) == {"workers": 8, "cpu": 2.0, "gpu": 1.0, "max_failures": 3}
 
 

@@ -2,6 +2,7 @@
 
     python -m orchestrator.promote runs/task_ratio [--pick knee|best|best:<metric>|trial:<id>] [--steps N]
                                                    [--seeds K] [--top M] [--force] [--spec PATH]
+                                                   [--tracking-uri URI]
 
 1. Read the sweep (runs/<name>: sweep.json, trials.parquet and its spec) and rank its finished trials
    by the pick rule (orchestrator/promote/pick.py): knee of the Pareto front, best on a metric, or one trial.
@@ -14,7 +15,9 @@
    the MLflow model registry as `<name>-student` (a new version per promotion).
 5. Print student vs teacher@50 vs teacher@nfe scores and the sampling speedup.
 
-Defaults come from the spec's `promote:` section; flags override. Exit status: 0 promoted; 1 the full
+Defaults come from the spec's `promote:` section; flags override. The MLflow store is --tracking-uri,
+else $MLFLOW_TRACKING_URI, else the sweep's spec.yaml (which names the store the sweep used), else
+sqlite:///mlflow.db. The trials' checkpoints are read where the sweep kept them (sweep.json's storage). Exit status: 0 promoted; 1 the full
 run diverged; 2 a problem with the input (one line on stderr, nothing written); 3 the seed check was
 not decisive; 130 interrupted (the MLflow run ends KILLED and no student folder is left).
 """
@@ -41,7 +44,7 @@ from orchestrator.promote.seeds import SeedCheck, SeedStats, run_seeds, seed_che
 from orchestrator.promote.source import PromoteError, Sweep, open_sweep
 from orchestrator.promote.tracker import Lineage, PromotionTracker
 from orchestrator.spec import Promote
-from orchestrator.tracking.store import DEFAULT_URI
+from orchestrator.tracking.store import tracking_uri
 from orchestrator.yamlio import SpecError
 from trainers.distill import distill
 from trainers.divergence import DivergedError
@@ -71,6 +74,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--spec", type=Path, help="the sweep's spec, when the run folder keeps no spec.yaml")
     parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="the sweep's MLflow store (default: MLFLOW_TRACKING_URI, else the spec's tracking.uri, else sqlite:///mlflow.db)",
+    )
     return parser.parse_args(argv)
 
 
@@ -89,7 +97,7 @@ def promote(args: argparse.Namespace, console: Console) -> int:
     sweep = open_sweep(args.run_dir, args.spec)
     config = settings(sweep, args)
     ranked = candidates(sweep, config.pick)
-    tracker = PromotionTracker.open(sweep.spec.tracking.uri or DEFAULT_URI, sweep.spec.name)
+    tracker = PromotionTracker.open(tracking_uri(args.tracking_uri, sweep.spec.tracking.uri), sweep.spec.name)
     if args.threads:
         torch.set_num_threads(args.threads)
     console.print(

@@ -5,7 +5,8 @@
     recipe = sweep.recipe(row, mlflow=client)          # the trial's stored recipe.yaml
 
 Everything a user can get wrong here (no such folder, another spec, no tables) raises PromoteError
-with a one-line message before anything is written.
+with a one-line message before anything is written. A sweep with a storage keeps its trial folders
+there (sweep.json says where; RunDir.open finds them).
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ class Sweep:
         return trial_recipe(self.spec.base, {k: row[k] for k in self.param_columns if row.get(k) is not None})
 
     def _checkpoint_recipe(self, trial_id: str) -> Recipe | None:
-        """recipe.yaml of the trial's latest checkpoint kept in the run folder (every checkpoint has one)."""
+        """recipe.yaml of the trial's latest checkpoint kept in the experiment (every checkpoint has one);
+        None when there is none here (pruned, or on an object store: then MLflow's copy is read)."""
         found = [folder for folder in self.run.checkpoints(trial_id) if (folder / RECIPE_FILE).is_file()]
         return checkpoint_recipe(found[-1]) if found else None
 
@@ -105,6 +107,7 @@ def open_sweep(run_dir: Path, spec_path: Path | None = None) -> Sweep:
         raise PromoteError(f"{run_dir}: no such run folder")
     if not run.marker.is_file():
         raise PromoteError(f"{run_dir}: not a sweep run folder (no {run.marker.name})")
+    run = RunDir.open(run_dir)  # its trial folders where the sweep kept them (a storage, or here)
     stored = run.record()
     spec_path = spec_path or run.spec
     if not spec_path.is_file():

@@ -64,7 +64,7 @@ class PromotionTracker:
         if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
             raise PromoteError(
                 f"no MLflow store at {uri} (relative to {Path.cwd()}): run promote from the folder the sweep "
-                "ran in, or set tracking.uri in the spec"
+                "ran in, or name its store with --tracking-uri"
             )
         client = MlflowClient(tracking_uri=uri)
         found = client.get_experiment_by_name(experiment)

@@ -6,7 +6,9 @@
 Optuna proposes recipes over the define-by-run space (repeats skipped), ASHA stops weak trials
 early when the spec asks for it, the MLflow tracker and the progress lines are Tune callbacks of the
 driver. `--resume` restores the Tune experiment from the run folder (Optuna's study included);
-`--fresh` archives the old folder first. Run-folder names come from orchestrator.rundir.
+`--fresh` archives the old folder first. Run-folder names come from orchestrator.rundir. With
+`spec.storage`, the Tune experiment (trial checkpoints) lives there, in `<storage>/<name>/<sweep id>`,
+and the run folder keeps the tables and sweep.json, which records the storage for --resume and promote.
 
 With `confirm: {top, seeds}` a second Tune experiment follows the search, in runs/<name>/confirm:
 the top trials re-run with new seeds (orchestrator.confirm), tracked as children of the same MLflow
@@ -34,7 +36,7 @@ from ray.tune.schedulers import ASHAScheduler
 from rich.console import Console
 
 from orchestrator import confirm, reference, results, trial
-from orchestrator.rundir import RunDir
+from orchestrator.rundir import RunDir, storage_root
 from orchestrator.search.dedup import DedupOptunaSearch
 from orchestrator.search.planned import PlannedSearch
 from orchestrator.search.samplers import PortableSampler, SearcherNotSavable, check_savable, make_sampler
@@ -58,6 +60,7 @@ class SweepOutcome:
     wall_s: float
     tracking_uri: str
     experiment_id: str = ""
+    experiment: str | None = None  # the Tune experiment, when on a storage outside the run folder
 
 
 def run_sweep(
@@ -74,6 +77,7 @@ def run_sweep(
     start = time.perf_counter()
     run = RunDir.of(runs_dir, spec.name)
     sweep_id = prepare_run_dir(run, spec, resume=resume, fresh=fresh, console=console)
+    run = RunDir.open(run.path)  # the Tune experiment where sweep.json says: this folder or the storage
     info = sweep_info(spec, sweep_id, run)
     _tune_settings()
     # A new sqlite store takes seconds to create (schema migrations): done while Ray starts.
@@ -91,13 +95,14 @@ def run_sweep(
             ray.shutdown()
     tracker = MlflowTracker(info, spec.base)  # a fresh client: Ray owns the callback's copy
     run_ids = tracker.all_run_ids()
-    tables = results.collect(run.path, spec, run_ids)
-    if spec.confirm is not None and tune.Tuner.can_restore(str(run.confirm.path)):
-        tables.confirm = results.collect(run.confirm.path, spec, run_ids).trials
+    tables = results.collect(run.experiment, spec, run_ids)
+    if spec.confirm is not None and tune.Tuner.can_restore(run.confirm.experiment):
+        tables.confirm = results.collect(run.confirm.experiment, spec, run_ids).trials
     _reference(run, spec, console)
     paths = results.write(run.path, tables)
     tracker.log_outputs(paths)
-    return SweepOutcome(run.path, tables, time.perf_counter() - start, info.uri, tracker.experiment_id)
+    return SweepOutcome(run.path, tables, time.perf_counter() - start, info.uri, tracker.experiment_id,
+                        run.experiment_at)
 
 
 def sweep_info(spec: SweepSpec, sweep_id: str, run: RunDir) -> SweepInfo:
@@ -124,11 +129,11 @@ def _tune_settings() -> None:
 
 def _fit(spec: SweepSpec, run: RunDir, info: SweepInfo, resume: bool) -> None:
     """The Tune experiment to its end: restored from the run folder on --resume, else a new one."""
-    trainable = trial.make_trainable(spec)
+    trainable = _trainable(spec)
     # A driver killed after creating the run dir but before Tune's first state snapshot left
     # nothing to restore: that sweep starts from the beginning, under its own sweep id.
-    if resume and tune.Tuner.can_restore(str(run.path)):
-        tuner = tune.Tuner.restore(str(run.path), trainable, resume_unfinished=True, resume_errored=True)
+    if resume and tune.Tuner.can_restore(run.experiment):
+        tuner = tune.Tuner.restore(run.experiment, trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = build_tuner(spec, trainable, run, [MlflowTracker(info, spec.base), ProgressLines(spec)])
     tuner.fit()
@@ -152,8 +157,8 @@ def _confirm(spec: SweepSpec, run: RunDir, info: SweepInfo, resume: bool, consol
     if not configs:
         console.print("confirmation: no finished trial to confirm")
         return
-    trainable = trial.make_trainable(spec)
-    folder = str(run.confirm.path)
+    trainable = _trainable(spec)
+    folder = run.confirm.experiment
     if resume and tune.Tuner.can_restore(folder):
         tuner = tune.Tuner.restore(folder, trainable, resume_unfinished=True, resume_errored=True)
     else:
@@ -170,8 +175,8 @@ def confirm_plan(spec: SweepSpec, run: RunDir) -> list[dict[str, Any]]:
         return json.loads(run.confirm_plan.read_text())["configs"]
     from ray.tune import ExperimentAnalysis
 
-    configs = {t.trial_id: t.config for t in ExperimentAnalysis(str(run.path)).trials}
-    searched = results.collect(run.path, spec).trials
+    configs = {t.trial_id: t.config for t in ExperimentAnalysis(run.experiment).trials}
+    searched = results.collect(run.experiment, spec).trials
     planned = [r.config for r in confirm.plan(searched, configs, spec)]
     tmp = run.confirm_plan.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"top": spec.confirm.top, "seeds": spec.confirm.seeds, "configs": planned}, indent=1))
@@ -189,10 +194,10 @@ def build_confirm_tuner(
             search_alg=PlannedSearch(configs),
             num_samples=len(configs),
             max_concurrent_trials=spec.budget.concurrent,
-            reuse_actors=True,
+            reuse_actors=_reuse_actors(spec),
             trial_dirname_creator=trial_dirname,
         ),
-        run_config=_run_config(spec, run.confirm.path, callbacks),
+        run_config=_run_config(spec, run.confirm, callbacks),
     )
 
 
@@ -219,24 +224,44 @@ def build_tuner(spec: SweepSpec, trainable: Any, run: RunDir, callbacks: list[tu
             num_samples=spec.budget.trials,
             max_concurrent_trials=spec.budget.concurrent,
             time_budget_s=spec.budget.time_limit_s,
-            reuse_actors=True,  # per-trial start-up ≈ 0.8 s instead of 2.2 s (DESIGN §10)
+            reuse_actors=_reuse_actors(spec),
             trial_dirname_creator=trial_dirname,
         ),
-        run_config=_run_config(spec, run.path, callbacks),
+        run_config=_run_config(spec, run, callbacks),
     )
 
 
-def _run_config(spec: SweepSpec, folder: Path, callbacks: list[tune.Callback]) -> tune.RunConfig:
-    """The experiment in `folder` (runs/<name>, or its confirm/), with the spec's failure policy."""
+def _run_config(spec: SweepSpec, run: RunDir, callbacks: list[tune.Callback]) -> tune.RunConfig:
+    """The experiment of `run` (runs/<name>, or <storage>/<name>/<sweep id>; or its confirm/), with the
+    spec's failure policy. A URI storage goes to Tune as it is: Tune resolves it with pyarrow."""
+    storage_path, name = run.tune_location
     return tune.RunConfig(
-        name=folder.name,
-        storage_path=str(folder.parent),
+        name=name,
+        storage_path=storage_path,
         failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         callbacks=callbacks,
         verbose=0,  # our own progress lines instead of Ray's status tables
         log_to_file=True,  # trial stdout/stderr into the trial folders
     )
+
+
+def _trainable(spec: SweepSpec) -> Any:
+    """A one-process trial, or (`resources.workers > 1`) a driver of that many Ray Train workers."""
+    if spec.resources.workers > 1:
+        from orchestrator.workers import make_worker_trainable  # imports Ray Train: only when used
+
+        return make_worker_trainable(spec)
+    return trial.make_trainable(spec)
+
+
+def _reuse_actors(spec: SweepSpec) -> bool:
+    """One-process trials reuse their actor (per-trial start-up ≈ 0.8 s instead of 2.2 s, DESIGN §10).
+
+    A multi-worker trial's actor is only its driver; a stopped one must go, since ending it is what
+    ends the Train run it started (its controller and workers share its fate).
+    """
+    return spec.resources.workers == 1
 
 
 def trial_dirname(trial: Any) -> str:
@@ -280,6 +305,7 @@ def prepare_run_dir(run: RunDir, spec: SweepSpec, *, resume: bool, fresh: bool, 
                 f"{run.path}: the spec changed since this sweep started; "
                 "resume with the original spec, or start over with --fresh"
             )
+        _check_storage(run, stored, spec.storage)
         return stored["sweep_id"]
     if run.path.exists():
         if not fresh:
@@ -291,5 +317,16 @@ def prepare_run_dir(run: RunDir, spec: SweepSpec, *, resume: bool, fresh: bool, 
     sweep_id = uuid.uuid4().hex
     # The resolved spec beside the results: `orchestrator.promote` and the notebook read it from here.
     spec_yaml = yaml.safe_dump(resolved_dict(spec), sort_keys=False)
-    run.create(spec_yaml, {"sweep_id": sweep_id, "spec_hash": spec_hash(spec), "name": spec.name})
+    record = {"sweep_id": sweep_id, "spec_hash": spec_hash(spec), "name": spec.name}
+    run.create(spec_yaml, record | ({"storage": storage_root(spec.storage)} if spec.storage else {}))
     return sweep_id
+
+
+def _check_storage(run: RunDir, stored: dict[str, Any], storage: str | None) -> None:
+    """A resumed sweep continues where its experiment is (sweep.json's storage); a storage asked for
+    (spec or --storage) that names another place is refused rather than starting a second experiment."""
+    kept = stored.get("storage")
+    if storage is None or storage_root(storage) == kept:
+        return
+    where = f"on the storage {kept} (resume with --storage {kept}" if kept else "in its run folder (resume with no storage"
+    raise SweepError(f"{run.path}: this sweep keeps its Tune experiment {where}, or start over with --fresh)")

@@ -1,12 +1,13 @@
-"""The MLflow store a sweep writes to: its default, its artifact folder, and whether it answers.
+"""The MLflow store a sweep writes to: which one, its artifact folder, and whether it answers.
 
-    uri = spec.tracking.uri or DEFAULT_URI
+    uri = tracking_uri(args.tracking_uri, spec.tracking.uri)   # flag > MLFLOW_TRACKING_URI > spec > default
     open_store(uri)                      # creates a new sqlite store (seconds of schema migrations)
     is_unreachable(exc)                  # the store is away: keep the write; else the write is wrong
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -17,6 +18,17 @@ from urllib3.exceptions import HTTPError as TransportError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 """MLflow's own default store, relative to the working directory (DESIGN §10)."""
+ENV = "MLFLOW_TRACKING_URI"
+"""MLflow's own variable for the store; the cluster images set it (docs/cluster.md)."""
+
+
+def tracking_uri(flag: str | None = None, spec_uri: str | None = None) -> str:
+    """The store a command tracks to: its --tracking-uri, else $MLFLOW_TRACKING_URI (empty: unset),
+    else the spec's tracking.uri, else DEFAULT_URI.
+
+    The environment beats the spec so that one image or cluster config points every spec, shipped or
+    not, at its server; the flag beats both for the one command."""
+    return flag or os.environ.get(ENV) or spec_uri or DEFAULT_URI
 
 
 def artifact_location(uri: str) -> str | None:
