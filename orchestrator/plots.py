@@ -332,7 +332,11 @@ def knee_samples(run_dir: str | Path, front: pl.DataFrame, objectives: Mapping[s
     if front.is_empty() or any(m not in front.columns for m in objectives):
         return None
     best = pareto.knee(front, objectives)
-    path = RunDir(run_dir).samples(best["trial_id"])
+    try:
+        run = RunDir.open(run_dir)  # the trials may be on the sweep's storage
+    except FileNotFoundError:  # a bare Tune experiment folder (no sweep.json)
+        run = RunDir(run_dir)
+    path = run.samples(best["trial_id"])
     if path is None:
         return None
     with Image.open(path) as image:

@@ -14,6 +14,8 @@ import torch
 # one thread per test process: this machine has two cores and torch thrashes when oversubscribed
 torch.set_num_threads(1)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# every test names its own MLflow store: a developer's exported server must not receive the test runs
+os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ import polars as pl
 import pytest
 from sweep_helpers import MICRO_BASE, write_spec
 
+from orchestrator import plots
 from orchestrator.promote.source import open_sweep
 from orchestrator.rundir import RunDir, experiment_in, join, local_folder, split, storage_root
 from orchestrator.spec import load_spec
@@ -186,6 +187,9 @@ def test_a_sweep_with_a_storage_folder_keeps_its_checkpoints_there(tmp_path, mic
     assert confirm.height == 2 and set(confirm["status"]) == {"FINISHED"}
     assert {p.name.removeprefix("trial_") for p in (experiment / "confirm").glob("trial_*")} == set(confirm["trial_id"])
     assert not (run_dir / "confirm").exists()
+    # the notebook's knee grid is read from the storage too
+    front = pl.read_parquet(RunDir(run_dir).trials)
+    assert plots.knee_samples(run_dir, front) is not None
 
 
 @pytest.mark.slow
