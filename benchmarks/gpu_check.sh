@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU-side check, in one short run on a lent GPU machine (a few minutes): prints JSON lines.
-#   benchmarks/gpu_check.sh            (from the repository root, after `make venv`)
+#   benchmarks/gpu_check.sh   (repository root; a venv with a CUDA build of torch: README "CUDA")
 # 1. trial packing: 4 trials at gpu: 0.25 against one alone (docs/cluster.md, "Trial resources").
 set -euo pipefail
 cd "$(dirname "$0")/.."
