@@ -1,4 +1,4 @@
-"""What a trial asks Ray for (orchestrator/trial.py, orchestrator/workers.py): fractions, workers, their split."""
+"""What a trial asks Ray for (orchestrator/trial.py, orchestrator/workers.py), and the multi-worker driver's relay."""
 
 from __future__ import annotations
 
@@ -38,3 +38,40 @@ def test_a_batch_that_does_not_split_over_the_workers_is_a_spec_error(tmp_path):
     rendered = [p.render(err.value.file) for p in err.value.problems]
     assert any("resources.workers: expected a divisor of every batch_size, found 4 (batch_size 6)" in r
                for r in rendered), rendered
+
+
+# -- the driver's relay (orchestrator.workers._relay_reports), with a stand-in for the Train run ----------
+
+
+class _Run:
+    """What the relay needs of a TorchTrainer: fit(), which here puts what the Train callback would."""
+
+    def __init__(self, relay, items, error=None):
+        self.relay, self.items, self.error = relay, items, error
+
+    def fit(self):
+        for item in self.items:
+            self.relay.put(item)
+        if self.error:
+            raise self.error
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_a_reported_divergence_is_returned_and_a_train_failure_raised(local_ray):
+    from ray.util.queue import Queue
+
+    from orchestrator.workers import DIVERGED_KEY, _relay_reports
+
+    relay = Queue(actor_options={"num_cpus": 0})
+    message = "training diverged at generator step 3: generator loss is nan"
+    assert _relay_reports(_Run(relay, [({DIVERGED_KEY: message}, None)], RuntimeError("x")), relay) == message
+    with pytest.raises(RuntimeError, match="worker group lost"):
+        _relay_reports(_Run(relay, [], RuntimeError("worker group lost")), relay)
