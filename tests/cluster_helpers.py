@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import psutil
 from ray._private import ray_constants
 from ray.cluster_utils import Cluster
+from sweep_helpers import micro_spec
+
+from orchestrator import gate
+from orchestrator.sweep.engine import run_sweep
 
 
 def reports(run_dir: Path) -> list[dict]:
@@ -26,3 +31,23 @@ def node_of(cluster: Cluster, worker_pid: int):
         if any(info.process.pid in parents for info in raylets):
             return node
     raise AssertionError(f"no node runs worker {worker_pid}")
+
+
+def held_one_trial_sweep(tmp_path: Path, checkpoints: Path, finish_gate: Path, base: dict, **sections):
+    """Start a one-trial, 10-step sweep in a thread and wait until its trial is held at the finish gate
+    with its step-8 report (checkpointed) recorded. Returns (thread, outcome dict, run dir, that report)."""
+    spec = micro_spec(
+        tmp_path, checkpoints, base=base | {"steps": 10, "report_every": 2}, scheduler=None,
+        budget={"trials": 1, "concurrent": 1, "max_failures": 2},
+        objectives=[{"metric": "score", "mode": "max"}], sampler={"name": "random", "seed": 0}, **sections,
+    )
+    run_dir = tmp_path / "runs" / "micro"
+    outcome: dict = {}
+    sweep = threading.Thread(target=lambda: outcome.update(result=run_sweep(spec, runs_dir=tmp_path / "runs")))
+    sweep.start()
+    held = gate.wait_until(
+        lambda: bool(gate.waiting(finish_gate) and reports(run_dir) and reports(run_dir)[-1]["step"] == 8),
+        "trial held at the gate", alive=sweep.is_alive,
+    )
+    assert held, "the sweep ended before its trial reached the gate"
+    return sweep, outcome, run_dir, reports(run_dir)[-1]

@@ -54,3 +54,29 @@ def micro_sweep(tmp_path_factory, micro_checkpoints):
     )
     run_sweep(load_spec(path), runs_dir=folder / "runs")
     return path
+
+
+@pytest.fixture()
+def finish_gate(tmp_path, monkeypatch):
+    """The finish gate's folder (orchestrator/gate.py), in the environment before any Ray process starts
+    (they inherit it)."""
+    from orchestrator import gate
+
+    folder = tmp_path / "gate"
+    monkeypatch.setenv(gate.ENV, str(folder))
+    return folder
+
+
+@pytest.fixture()
+def cluster(finish_gate):
+    """A real multi-node Ray on this machine: a head with 0 CPUs and two 1-CPU nodes, the driver joined."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    for _ in range(2):
+        cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()

@@ -11,13 +11,9 @@ before its final report, so the node goes while it runs, however fast the machin
 
 from __future__ import annotations
 
-import threading
-
 import polars as pl
 import pytest
-import ray
-from cluster_helpers import node_of, reports
-from ray.cluster_utils import Cluster
+from cluster_helpers import held_one_trial_sweep, node_of, reports
 from sweep_helpers import micro_spec, mlflow_runs
 
 from orchestrator import gate
@@ -28,25 +24,6 @@ pytestmark = pytest.mark.slow
 BASE = {"steps": 6, "report_every": 2, "batch_size": 4, "eval_items": 16, "eval_items_quick": 8,
         "critic_updates": 1, "warmup_steps": 0}
 WORKERS = {"cpu": 1, "workers": 2}
-
-
-@pytest.fixture()
-def finish_gate(tmp_path, monkeypatch):
-    """The gate folder, in the environment before the cluster's processes start (they inherit it)."""
-    folder = tmp_path / "gate"
-    monkeypatch.setenv(gate.ENV, str(folder))
-    return folder
-
-
-@pytest.fixture()
-def cluster(finish_gate):
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    for _ in range(2):
-        cluster.add_node(num_cpus=1)
-    ray.init(address=cluster.address, log_to_driver=False)
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
 
 
 def test_a_two_worker_sweep_runs_on_a_multi_node_cluster(tmp_path, micro_checkpoints, cluster, finish_gate):
@@ -71,22 +48,8 @@ def test_a_two_worker_sweep_runs_on_a_multi_node_cluster(tmp_path, micro_checkpo
 
 
 def test_a_worker_node_removed_mid_trial_resumes_from_the_checkpoint(tmp_path, micro_checkpoints, cluster, finish_gate):
-    spec = micro_spec(
-        tmp_path, micro_checkpoints, base=BASE | {"steps": 10}, resources=WORKERS, scheduler=None,
-        budget={"trials": 1, "concurrent": 1, "max_failures": 2},
-        objectives=[{"metric": "score", "mode": "max"}], sampler={"name": "random", "seed": 0},
-    )
-    run_dir = tmp_path / "runs" / "micro"
-    outcome: dict = {}
-    sweep = threading.Thread(target=lambda: outcome.update(result=run_sweep(spec, runs_dir=tmp_path / "runs")))
-    sweep.start()
-    # Trained to the end and held; its last intermediate report (step 8, checkpointed) recorded.
-    held = gate.wait_until(
-        lambda: bool(gate.waiting(finish_gate) and reports(run_dir) and reports(run_dir)[-1]["step"] == 8),
-        "trial held at the gate", alive=sweep.is_alive,
-    )
-    assert held, "the sweep ended before its trial reached the gate"
-    lost = reports(run_dir)[-1]
+    sweep, outcome, run_dir, lost = held_one_trial_sweep(
+        tmp_path, micro_checkpoints, finish_gate, BASE, resources=WORKERS)
     assert lost["resumed_from_step"] == 0.0
     cluster.remove_node(node_of(cluster, int(lost["worker_pid"])))  # rank 0's node
     gate.open_gate(finish_gate)  # the restarted workers may now finish
