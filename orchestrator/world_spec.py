@@ -2,9 +2,11 @@
 
     world, info, problems = resolve_world(data.get("world", "tiny"), spec_path)
 
-`world: tiny` is short for `world: {name: tiny}`. Paths (a world folder, `checkpoints`) are relative
-to the spec file; they must exist and are made absolute for the Ray workers. The world's info
-(`trainers.world.world_info`, no weights loaded) is what the other sections are checked against.
+`world: tiny` is short for `world: {name: tiny}`. Paths (a world folder or its world.yaml,
+`checkpoints`) are relative to the spec file; they must exist and are made absolute for the Ray
+workers. The world's info (`trainers.world.world_info`, no weights loaded) is what the other sections
+are checked against. A world.yaml with problems raises them as a SpecError of *that* file, so the
+sweep CLI prints `world.yaml:LINE: key: ...` (its lines, not the spec's) and exits 2.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 
 from orchestrator.spec_base import SpecModel
-from orchestrator.yamlio import Loc, Problem
+from orchestrator.yamlio import Loc, Problem, SpecError, YamlFileError
 from trainers.world import WorldInfo, world_info
 
 
@@ -47,6 +49,8 @@ def resolve_world(raw: Any, path: Path) -> tuple[WorldSpec | None, WorldInfo | N
 
     (None, None, []) when its structure is broken (the spec's validation reports that); no info
     when it does not resolve (its problem is reported, and nothing is checked against a guess).
+    Raises SpecError for a world file with problems (`trainers.worlds.diffusers.config.WorldFileError`):
+    they are in that file, at its lines, and the rest of the spec cannot be checked without its world.
     """
     try:
         world = WorldSpec.model_validate({"name": raw} if isinstance(raw, str) else raw)
@@ -57,7 +61,11 @@ def resolve_world(raw: Any, path: Path) -> tuple[WorldSpec | None, WorldInfo | N
         return world, None, problems
     target = world.name if world.name == "tiny" else str(_absolute(world.name, path))
     try:
-        return world, world_info(target, **world.options), []
+        info = world_info(target, **world.options)
+        # the Ray workers run elsewhere: they get the world file's absolute path
+        return (world if target == "tiny" else world.model_copy(update={"name": target})), info, []
+    except YamlFileError as exc:  # before ValueError: a WorldFileError is one, but its lines are its file's
+        raise SpecError(exc.file, exc.problems) from None
     except ValueError as exc:
         loc: Loc = ("world",) if not world.options else ("world", "name")
         reason = str(exc).removeprefix(f"world {target!r}: ")

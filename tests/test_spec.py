@@ -476,11 +476,11 @@ CASES += [
         "found 'underwater'",
     ),
     (
-        "world-folder-not-loadable",  # worlds/real/world.yaml exists (CASE_FILES): no real-model worlds yet
+        "world-folder-not-loadable",  # worlds/real exists (CASE_FILES) but holds no world.yaml
         _add("world: worlds/real\n"),
         11,
         "world",
-        "expected a world this version can load, found 'worlds/real': only the embedded world 'tiny'",
+        "expected a world this version can load, found 'worlds/real': no world.yaml in that folder",
     ),
     (
         "world-folder-missing",
@@ -512,7 +512,7 @@ CASES += [
     ),
 ]
 # Files a case needs beside spec.yaml (created before the run; the run must add nothing).
-CASE_FILES = {"world-folder-not-loadable": {"worlds/real/world.yaml": "kind: diffusers\n"}}
+CASE_FILES = {"world-folder-not-loadable": {"worlds/real/notes.txt": "not a world file\n"}}
 WORLD_CASES = CASES[_BEFORE_WORLD_CASES:]
 
 # "log-lo-zero" is easier to write by hand than to derive:

@@ -34,7 +34,7 @@ def test_unknown_names_and_folders_are_refused_naming_the_registered_worlds(tmp_
     with pytest.raises(ValueError, match=r"no such file or folder \(a world is 'tiny' or a folder"):
         load_world("nope")
     (tmp_path / "real").mkdir()
-    with pytest.raises(ValueError, match="only the embedded world 'tiny' is available"):
+    with pytest.raises(ValueError, match="no world.yaml in that folder"):
         world_info(tmp_path / "real")
 
 

@@ -43,12 +43,11 @@ def test_paths_are_relative_to_the_spec_and_must_exist(tmp_path):
     assert problems == [("world", "expected options only with name 'tiny', found resolution")]
 
 
-def test_a_world_this_version_cannot_load_is_one_problem(tmp_path):
+def test_a_folder_without_a_world_yaml_is_one_problem(tmp_path):
     (tmp_path / "real").mkdir()
-    (tmp_path / "real" / "world.yaml").write_text("kind: diffusers\n")
     _, info, [(where, message)] = _resolve("real", tmp_path / "spec.yaml")
     assert info is None and where == "world"
-    assert message.startswith("expected a world this version can load, found 'real': only the embedded world 'tiny'")
+    assert message.startswith("expected a world this version can load, found 'real': no world.yaml in that folder")
 
 
 def test_a_broken_section_is_left_to_the_spec_s_validation(tmp_path):
@@ -100,3 +99,60 @@ def test_world_options_are_validated_with_their_line(tmp_path, micro_checkpoints
     spec = micro_spec(tmp_path, micro_checkpoints)
     assert spec.world.name == "tiny" and spec.world.options["checkpoints"] == str(micro_checkpoints)
     assert micro_spec(tmp_path, micro_checkpoints, world="tiny").world.options == {}
+
+
+# -- a world.yaml with problems: its own file and lines, exit 2 ---------------------------------------
+# trainers.world routes a world path to its world.yaml's reader (trainers.worlds.diffusers.config);
+# its WorldFileError becomes a SpecError of the world file, so the CLI prints that file's lines.
+
+BROKEN_WORLD = """\
+kind: diffusers
+pipeline: nowhere
+resolution: 60
+prompts: prompts.parquet
+judge: {clip: clip}
+"""
+
+
+def _broken_world(tmp_path: Path) -> Path:
+    (tmp_path / "world").mkdir()
+    (tmp_path / "world" / "world.yaml").write_text(BROKEN_WORLD)
+    return tmp_path / "world" / "world.yaml"
+
+
+WORLD_PROBLEMS = [
+    (2, "pipeline: expected a QwenImagePipeline folder, found 'nowhere'"),
+    (3, "resolution: expected a positive multiple of 16 (pixels), found 60"),
+    (4, "prompts: expected a parquet file, found 'prompts.parquet'"),
+    (5, "judge.clip: expected a CLIPModel folder, found 'clip'"),
+]
+
+
+@pytest.mark.parametrize("name", ["world", "world/world.yaml"])
+def test_a_world_yaml_with_problems_is_a_spec_error_of_that_file(tmp_path, name):
+    world_file = _broken_world(tmp_path)
+    with pytest.raises(SpecError) as err:
+        resolve_world(name, tmp_path / "spec.yaml")
+    assert err.value.file == str(world_file)
+    lines = str(err.value).splitlines()
+    assert len(lines) == len(WORLD_PROBLEMS)
+    for text, (line, words) in zip(lines, WORLD_PROBLEMS, strict=True):
+        assert text.startswith(f"{world_file}:{line}: {words}"), text
+
+
+def test_the_sweep_cli_prints_the_world_yaml_problems_and_starts_nothing(tmp_path):
+    """`python -m orchestrator.sweep spec.yaml`: the world file's problems at its lines, exit 2, no run."""
+    world_file = _broken_world(tmp_path)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: real\nworld: world\nbudget: {trials: 2}\n")
+    root = Path(__file__).parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator.sweep", str(spec), "--runs-dir", str(tmp_path / "runs")],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[0].startswith(f"{world_file}: 4 problems")
+    for line, words in WORLD_PROBLEMS:
+        assert f"  {world_file}:{line}: {words}" in result.stderr
+    assert str(spec) not in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml", "world"]  # no runs/, no mlflow.db

@@ -87,14 +87,27 @@ class Cond:
                 ]
             )
         return Cond(
-            text=torch.cat([p.text for p in parts]),
-            text_mask=torch.cat([p.text_mask for p in parts]),
-            null_text=torch.cat([p.null_text for p in parts]),
-            null_mask=torch.cat([p.null_mask for p in parts]),
+            text=_cat_padded([p.text for p in parts]),
+            text_mask=_cat_padded([p.text_mask for p in parts]),
+            null_text=_cat_padded([p.null_text for p in parts]),
+            null_mask=_cat_padded([p.null_mask for p in parts]),
             categories=tuple(c for p in parts for c in p.categories),
             source=source,
             is_edit=is_edit,
         )
+
+
+def _cat_padded(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Concatenate text tensors [n, L_i, ...] along the batch, zero-padding L to the longest.
+
+    Fixed-length encoders (the tiny world's) never pad; a real world's texts vary in length, and a
+    zero-padded token has mask 0, so the transformer's masked attention ignores it.
+    """
+    length = max(p.shape[1] for p in parts)
+    if all(p.shape[1] == length for p in parts):
+        return torch.cat(parts)
+    widths = lambda p: [0, 0] * (p.dim() - 2) + [0, length - p.shape[1]]  # noqa: E731  (pad dim 1 only)
+    return torch.cat([torch.nn.functional.pad(p, widths(p)) for p in parts])
 
 
 def velocity(

@@ -104,8 +104,7 @@ def build_eval_set(world: World, config: EvalConfig) -> EvalSet:
     edit_rows = edits.slice(0, n_edits).to_pylist()
     cond = Cond.concat([world.t2i_cond([r for r in t2i_rows for _ in range(k)]), world.edit_cond(edit_rows)])
     keys = [(T2I, i, j) for i in range(n_prompts) for j in range(k)] + [(EDIT, i, 0) for i in range(n_edits)]
-    shape = (3, world.resolution, world.resolution)
-    return EvalSet(t2i_rows, edit_rows, cond, keys, config.seed, k, shape)
+    return EvalSet(t2i_rows, edit_rows, cond, keys, config.seed, k, tuple(world.image_shape))
 
 
 @lru_cache(maxsize=4)
@@ -115,14 +114,23 @@ def cached_eval_set(world: World, config: EvalConfig) -> EvalSet:
 
 
 @torch.no_grad()
-def generate_all(generate: Generate, es: EvalSet, batch_size: int = 256) -> tuple[torch.Tensor, float]:
-    """Every benchmark image (clamped to [-1, 1], CPU) and the generation wall time in seconds."""
-    start, images = time.perf_counter(), []
+def generate_all(
+    generate: Generate, es: EvalSet, batch_size: int = 256, to_pixels: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> tuple[torch.Tensor, float]:
+    """Every benchmark image ([-1, 1], CPU) and the generation wall time in seconds (decoding excluded).
+
+    ``to_pixels`` is the world's (latents -> pixels; the tiny world clamps); None clamps.
+    """
+    to_pixels = to_pixels or (lambda x: x.clamp(-1, 1))
+    gen_s, images = 0.0, []
     for lo in range(0, len(es), batch_size):
         index = torch.arange(lo, min(lo + batch_size, len(es)))
         renoise = lambda k, index=index: es.renoise(k, index)  # noqa: E731
-        images.append(generate(es.eps[index], es.cond.select(index), renoise).float().cpu().clamp(-1, 1))
-    return torch.cat(images), time.perf_counter() - start
+        start = time.perf_counter()
+        samples = generate(es.eps[index], es.cond.select(index), renoise).float().cpu()
+        gen_s += time.perf_counter() - start
+        images.append(to_pixels(samples).float().clamp(-1, 1))
+    return torch.cat(images), gen_s
 
 
 def _score_se(t2i: dict[str, float], edit: dict[str, float]) -> dict[str, float]:
@@ -144,7 +152,7 @@ def evaluate(
     es = config if isinstance(config, EvalSet) else cached_eval_set(world, config)
     batch = config.batch_size if isinstance(config, EvalConfig) else EvalConfig.batch_size
     start = time.perf_counter()
-    images, gen_s = generate_all(generate, es, batch)
+    images, gen_s = generate_all(generate, es, batch, world.to_pixels)
     n_t2i = len(es.t2i_rows) * es.samples_per_prompt
     t2i = world.score_t2i(images[:n_t2i], es.t2i_rows, es.samples_per_prompt)
     edit = world.score_edits(images[n_t2i:], es.edit_rows)

@@ -53,6 +53,21 @@ def cfg(v_cond: torch.Tensor, v_uncond: torch.Tensor, scale: float) -> torch.Ten
     return v_uncond + scale * (v_cond - v_uncond)
 
 
+def cfg_norm_rescaled(v_cond: torch.Tensor, v_uncond: torch.Tensor, scale: float, patch: int = 2) -> torch.Tensor:
+    """Qwen-Image's "true CFG": :func:`cfg`, then each token rescaled to the conditional velocity's norm.
+
+    A token is one p×p patch of all channels ([B, C, H, W] -> the pipelines' packed [B, HW/p², C·p²]),
+    so ``||v_token|| = ||v_cond_token||``: guidance turns the velocity without lengthening it, which keeps
+    high scales from over-saturating. Equal to QwenImagePipeline's rescale on its packed latents.
+    """
+    v = cfg(v_cond, v_uncond, scale)
+    b, c, h, w = v.shape
+    tokens = lambda x: x.reshape(b, c, h // patch, patch, w // patch, patch)  # noqa: E731
+    dims = (1, 3, 5)
+    ratio = tokens(v_cond).norm(dim=dims, keepdim=True) / tokens(v).norm(dim=dims, keepdim=True)
+    return (tokens(v) * ratio).reshape(b, c, h, w)
+
+
 def shift_time(t: torch.Tensor | float, shift: float) -> torch.Tensor | float:
     """SD3's resolution shift t' = s t / (1 + (s - 1) t); shift > 1 spends more steps near noise."""
     return shift * t / (1 + (shift - 1) * t)

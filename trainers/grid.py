@@ -29,16 +29,17 @@ def sample_grid(world: World, student: torch.nn.Module, recipe, out: Path, items
     es = build_eval_set(world, EvalConfig(items=items, samples_per_prompt=4, seed=0))
     student.eval()
     generate = student_generator(student, StudentScheduler.from_recipe(recipe))
-    images = generate(es.eps, es.cond, lambda k: es.renoise(k, torch.arange(len(es.cond)))).clamp(-1, 1)
+    samples = generate(es.eps, es.cond, lambda k: es.renoise(k, torch.arange(len(es.cond))))
+    images = world.to_pixels(samples.float()).clamp(-1, 1)
     n_t2i = len(es.t2i_rows) * es.samples_per_prompt
-    sources = world.render_edits(es.edit_rows, "source") if hasattr(world, "render_edits") else None
+    sources = world.edit_sources(es.edit_rows) if es.edit_rows else None
     tiles = list(images[:n_t2i])
     for i, edited in enumerate(images[n_t2i:]):
-        tiles += [sources[i], edited] if sources is not None else [edited]
+        tiles += [sources[i], edited]
     tiles += [torch.ones_like(tiles[0])] * (-len(tiles) % COLUMNS)  # white padding to a full row
     rows = [torch.cat(tiles[r : r + COLUMNS], dim=2) for r in range(0, len(tiles), COLUMNS)]
     grid = ((torch.cat(rows, dim=1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-    scale = max(1, MIN_TILE // world.resolution)
+    scale = max(1, MIN_TILE // images.shape[-1])
     grid = np.kron(grid, np.ones((scale, scale, 1), dtype=np.uint8))
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).save(out)

@@ -30,7 +30,6 @@ if TYPE_CHECKING:  # annotations only: importing this module must not import tor
 
     from trainers.cond import Cond
     from trainers.teachers import TeacherSet
-    from trainers.text import TextEncoder
 
 GroupKind = Literal["category", "edit_type"]
 
@@ -90,7 +89,14 @@ class World(Protocol):
     edit_types: tuple[str, ...]
 
     @property
-    def encoder(self) -> TextEncoder: ...
+    def image_shape(self) -> tuple[int, int, int]:
+        """What models generate, [C, H, W]: pixels (tiny world) or normalised VAE latents (a real world)."""
+
+    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Generated samples (``image_shape``) as images [B, 3, H, W] in [-1, 1], for judges and grids."""
+
+    def edit_sources(self, rows: Sequence[dict]) -> torch.Tensor:
+        """The source images of edit-pool rows [B, 3, H, W] in [-1, 1] (shown beside the edits in grids)."""
 
     def prompt_pool(self, split: str) -> pa.Table:
         """T2I prompts with ground truth; ``split`` is "train" (distillation) or "heldout" (evaluation)."""
@@ -104,8 +110,15 @@ class World(Protocol):
     def edit_cond(self, rows: Sequence[dict], seeds: Sequence[int] | None = None) -> Cond:
         """Conditions for edit-pool rows (the source image rendered with ``seeds``, default the row's)."""
 
+    def prepare(self, progress: bool = True) -> dict[str, int]:
+        """Compute once, before any trial, what trials only read (a real world's text-condition cache)."""
+
     def load_teachers(self) -> TeacherSet:
         """The frozen teachers: "base" plus specialists."""
+
+    def default_model_mode(self) -> Literal["full", "adapter"]:
+        """How a run holds student and fake score when the recipe does not say (``Recipe.model_mode``):
+        full copies of the base (small models) or LoRA adapters on one frozen base (real sizes)."""
 
     def score_t2i(
         self, images: torch.Tensor, rows: Sequence[dict], samples_per_prompt: int
@@ -149,39 +162,64 @@ def register_world(name: str, target: str, description: str) -> WorldEntry:
 register_world("tiny", "trainers.tinyworld.world:TinyWorld", "the embedded procedural 16×16 world (DESIGN §5)")
 
 
-def _world_class(name_or_path: str | Path) -> type[World]:
-    """The World implementation behind a name or path; ValueError when none can be resolved."""
+WORLD_KINDS: dict[str, str] = {"diffusers": "trainers.worlds.diffusers.world:DiffusersWorld"}
+"""World folders: the ``kind:`` of a world.yaml -> its implementation (a real-model world, docs/worlds.md)."""
+WORLD_FILE = "world.yaml"
+
+
+def world_file(path: str | Path) -> Path:
+    """The world.yaml of a world path: the file itself, or the one in the folder."""
+    path = Path(path)
+    return path / WORLD_FILE if path.is_dir() else path
+
+
+def _kind_of(file: Path) -> str:
+    """The ``kind:`` of a world file, read without validating the rest (the world's reader does that).
+
+    An unreadable file or an unknown kind goes to the first kind's reader, whose file:line errors say why.
+    """
+    from trainers.yaml_dialect import load_yaml  # import-light module: PyYAML only
+
+    try:
+        data = load_yaml(file.read_text(encoding="utf-8"))
+    except Exception:  # noqa: BLE001 -- reported with its line by the world's own reader
+        data = None
+    kind = data.get("kind") if isinstance(data, dict) else None
+    return kind if kind in WORLD_KINDS else next(iter(WORLD_KINDS))
+
+
+def _resolve(name_or_path: str | Path) -> tuple[type[World], tuple[Any, ...]]:
+    """The World implementation behind a name or path, and the leading constructor arguments (a path's file)."""
     text = str(name_or_path)
     if text in WORLDS:
-        return WORLDS[text].load_class()
+        return WORLDS[text].load_class(), ()
     names = ", ".join(repr(n) for n in WORLDS)
-    if not Path(text).exists():
-        raise ValueError(f"world {text!r}: no such file or folder (a world is {names} or a folder with a world.yaml)")
-    raise ValueError(
-        f"world {text!r}: only the embedded world {names} is available in this version "
-        "(real-model worlds from a folder with a world.yaml are not supported yet)"
-    )
+    file = world_file(text)
+    if not file.is_file():
+        what = "no world.yaml in that folder" if Path(text).is_dir() else "no such file or folder"
+        raise ValueError(f"world {text!r}: {what} (a world is {names} or a folder with a {WORLD_FILE})")
+    module, _, attr = WORLD_KINDS[_kind_of(file)].partition(":")
+    return getattr(importlib.import_module(module), attr), (file,)
 
 
 def world_info(name_or_path: str | Path = "tiny", **options: Any) -> WorldInfo:
     """A world's metadata (categories, edit types, specialists, metrics) without loading it.
 
-    Raises ValueError for a world that cannot be resolved or options it does not take.
+    Raises ValueError for a world that cannot be resolved or options it does not take (a world
+    file's problems: ``trainers.worlds.diffusers.config.WorldFileError``, with file:line).
     """
-    cls = _world_class(name_or_path)
-    info = cls.info(**options)
+    cls, args = _resolve(name_or_path)
+    info = cls.info(*args, **options)
     if not isinstance(info, WorldInfo):
         raise TypeError(f"{cls.__name__}.info() returned {type(info).__name__}, expected WorldInfo")
     return info
 
 
 def load_world(name_or_path: str | Path = "tiny", **options: Any) -> World:
-    """Build a registered world ("tiny": the embedded procedural world, ``trainers.tinyworld``).
-
-    A real-model world (diffusers checkpoints + a prompt manifest) will be a folder path; none ships
-    yet, so a path is refused with a clear message rather than half-loaded.
-    """
-    return _world_class(name_or_path)(**options)
+    """Build a world: a registered name ("tiny": ``trainers.tinyworld``) or a world folder / world.yaml
+    (a real-model world, ``trainers.worlds.diffusers``)."""
+    cls, args = _resolve(name_or_path)
+    return cls(*args, **options)
 
 
 # --- the per-process cache -------------------------------------------------------------------------

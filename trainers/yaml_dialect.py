@@ -1,8 +1,8 @@
 """The project's one YAML dialect: ``YamlLoader`` (YAML 1.2 plain scalars) and ``load_yaml``.
 
-Recipes (``Recipe.from_yaml``), the trainer CLI's ``--set`` values and sweep specs (the orchestrator's
-position-keeping reader builds on ``YamlLoader``) are all read with it, so `1e-4` means the same
-number everywhere.
+Recipes (``Recipe.from_yaml``), the trainer CLI's ``--set`` values, sweep specs and world folders'
+``world.yaml`` (the position-keeping reader, ``trainers.yaml_positions``, builds on ``YamlLoader``)
+are all read with it, so `1e-4` means the same number everywhere.
 """
 
 from __future__ import annotations

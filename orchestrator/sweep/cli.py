@@ -122,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _print_spec_problems(exc: SpecError) -> None:
     noun = "problem" if len(exc.problems) == 1 else "problems"
-    print(f"{exc.file}: {len(exc.problems)} {noun} in the sweep spec:", file=sys.stderr)
+    what = "world file" if exc.file.endswith("world.yaml") else "sweep spec"  # a world's problems name its file
+    print(f"{exc.file}: {len(exc.problems)} {noun} in the {what}:", file=sys.stderr)
     for problem in exc.problems:
         print(f"  {problem.render(exc.file)}", file=sys.stderr)
 

@@ -47,6 +47,7 @@ from orchestrator.sweep.ray_start import start_ray
 from orchestrator.tracking.callback import MlflowTracker, SweepInfo
 from orchestrator.tracking.store import DEFAULT_URI, open_store
 from orchestrator.tracking.view import comparison_view
+from trainers.world import load_world
 
 
 class SweepError(Exception):
@@ -61,6 +62,15 @@ class SweepOutcome:
     tracking_uri: str
     experiment_id: str = ""
     experiment: str | None = None  # the Tune experiment, when on a storage outside the run folder
+
+
+def _prepare_world(spec: SweepSpec, console: Console) -> None:
+    """What every trial only reads is computed once, here (a real world's text-condition cache): a trial
+    never loads a text encoder."""
+    stats = load_world(spec.world.name, **spec.world.options).prepare(progress=True)
+    if stats.get("encoded"):
+        console.print(f"world: encoded {stats['encoded']} texts into the condition cache "
+                      f"({stats.get('cached', 0)} were cached)")
 
 
 def run_sweep(
@@ -79,6 +89,7 @@ def run_sweep(
     sweep_id = prepare_run_dir(run, spec, resume=resume, fresh=fresh, console=console)
     run = RunDir.open(run.path)  # the Tune experiment where sweep.json says: this folder or the storage
     info = sweep_info(spec, sweep_id, run)
+    _prepare_world(spec, console)
     _tune_settings()
     # A new sqlite store takes seconds to create (schema migrations): done while Ray starts.
     # Its errors are left to the tracker, which reports them as the sweep starts.

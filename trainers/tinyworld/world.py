@@ -111,6 +111,28 @@ class TinyWorld:
             grouped=dict(GROUPED_METRICS),
         )
 
+    # -- what models generate ---------------------------------------------------------------------
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """The tiny world's models work in pixel space."""
+        return (3, self.resolution, self.resolution)
+
+    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Samples are pixels already; the judge sees them in the valid range."""
+        return x.clamp(-1, 1)
+
+    def edit_sources(self, rows: Sequence[dict]) -> torch.Tensor:
+        return self.render_edits(rows, "source")
+
+    def default_model_mode(self) -> Literal["full", "adapter"]:
+        """2.5M-parameter teachers: full copies cost nothing and keep the shipped results reproducible."""
+        return "full"
+
+    def prepare(self, progress: bool = True) -> dict[str, int]:
+        """Nothing to do ahead: pools are procedural and the encoder caches its own embeddings."""
+        return {}
+
     # -- pools and conditions ---------------------------------------------------------------------
 
     @property
