@@ -80,3 +80,10 @@ def cluster(finish_gate):
     yield cluster
     ray.shutdown()
     cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_real_world(tmp_path_factory):
+    """A random-weight real-format world folder (trainers.worlds.diffusers.make_tiny), built once; returns world.yaml."""
+    from trainers.worlds.diffusers.make_tiny import build
+    return build(tmp_path_factory.mktemp("real_world") / "world")

@@ -11,9 +11,13 @@
   keeps a ``{"__tensor__": key}`` placeholder in its place. Dicts with int keys (optimiser states key
   parameters by index) and tuples are tagged so they come back as they went in. Loading needs
   neither pickle nor ``torch.load``: :func:`save_state`, :func:`load_state`.
-- A trainer checkpoint folder is model folders (student/, fake/, ema/) + the state + recipe.yaml:
-  :func:`save_checkpoint`, :func:`checkpoint_recipe`, :func:`load_checkpoint`. Every folder is
-  written through :func:`write_atomically`, so a crash never leaves half a checkpoint.
+- Adapters of an adapter-mode run (``trainers.adapters``) are peft adapter folders,
+  adapter_config.json + adapter_model.safetensors: :func:`save_adapter`, :func:`load_adapter`.
+  :func:`save_model` given an adapter view writes the plain model with it merged in (a promoted student).
+- A trainer checkpoint folder is model folders (student/, fake/, ema/: diffusers folders in full mode,
+  adapter folders in adapter mode) + the state + recipe.yaml: :func:`save_checkpoint`,
+  :func:`checkpoint_recipe`, :func:`load_checkpoint`. Every folder is written through
+  :func:`write_atomically`, so a crash never leaves half a checkpoint.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from trainers.adapters import AdapterView, merged_student
 from trainers.recipe import Recipe
 
 if TYPE_CHECKING:  # annotations only: this module does not import diffusers itself
@@ -45,6 +50,7 @@ STATE_JSON, STATE_TENSORS = "state.json", "state.safetensors"
 RECIPE_FILE = "recipe.yaml"  # the exact recipe a checkpoint was trained with
 CARD_FILE = "card.json"  # a model folder's card: what it is, how it was trained, how it scores
 MODEL_SUBFOLDER = "transformer"  # a promoted student's weights, as in a diffusers pipeline folder
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"  # peft's file names
 
 
 # --- models and tensor files ----------------------------------------------------------------------
@@ -66,8 +72,11 @@ def save_model(model: ModelMixin, folder: str | Path, dtype: torch.dtype | None 
     """Write ``model`` as a diffusers folder (config.json + safetensors); ``dtype`` casts a copy first.
 
     The model itself is never cast: the shipped teachers are stored in fp16 (half the bytes; the tiny
-    world's scores do not move) while training goes on in float32.
+    world's scores do not move) while training goes on in float32. An adapter view (adapter mode) is
+    written as the plain model with its adapter merged in (:func:`trainers.adapters.merged_student`).
     """
+    if isinstance(model, AdapterView):
+        model = merged_student(model)
     # nn.Module.to casts floating-point tensors only, as .half() does; diffusers' override would warn
     # that a cast model should be loaded with torch_dtype instead, which is not what happens here
     stored = model if dtype is None else torch.nn.Module.to(copy.deepcopy(model), dtype)
@@ -89,6 +98,55 @@ def load_model(cls: type[M], folder: str | Path, subfolder: str | None = None,
 def load_into(model: ModelMixin, folder: str | Path) -> None:
     """Copy the weights of the diffusers folder ``folder`` into the already built ``model`` (resume)."""
     model.load_state_dict(load_model(type(model), folder).state_dict())
+
+
+def save_adapter(view: AdapterView, folder: str | Path) -> Path:
+    """Write one adapter of an adapter-mode run as a peft adapter folder (adapter_config.json +
+    adapter_model.safetensors), in the dtype it trains in: a resume continues bit for bit, and
+    ``peft.PeftModel.from_pretrained(base, folder)`` loads it onto a copy of the base."""
+    from peft import get_peft_model_state_dict
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    peft_model = view.host.peft
+    peft_model.peft_config[view.adapter].save_pretrained(str(folder))
+    tensors = get_peft_model_state_dict(peft_model, adapter_name=view.adapter)
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(folder / ADAPTER_WEIGHTS),
+              metadata={"format": "pt"})
+    return folder
+
+
+def load_adapter(view: AdapterView, folder: str | Path) -> None:
+    """Copy the adapter folder ``folder`` (:func:`save_adapter`) into the adapter of ``view`` (resume).
+
+    The folder's rank, alpha, target modules and tensor names must be the view's: anything else
+    is a ValueError naming the folder, not a partial load.
+    """
+    from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dict
+
+    folder = Path(folder)
+    if not (folder / ADAPTER_CONFIG).is_file():
+        raise ValueError(f"{folder}: no {ADAPTER_CONFIG}: not an adapter folder (a full-mode checkpoint? "
+                         "this run holds its models as adapters, Recipe.model_mode)")
+    peft_model = view.host.peft
+    ours, saved = peft_model.peft_config[view.adapter], LoraConfig.from_pretrained(str(folder))
+    differ = [key for key in ("r", "lora_alpha", "target_modules")
+              if _config_value(getattr(ours, key)) != _config_value(getattr(saved, key))]
+    if differ:
+        raise ValueError(f"{folder / ADAPTER_CONFIG}: {differ} differ from this run's adapter "
+                         f"({', '.join(f'{k}={getattr(saved, k)!r}, not {getattr(ours, k)!r}' for k in differ)})")
+    tensors = load_file(str(folder / ADAPTER_WEIGHTS))
+    expected = get_peft_model_state_dict(peft_model, adapter_name=view.adapter)
+    wrong = sorted(set(tensors) ^ set(expected)) or sorted(
+        k for k in expected if tensors[k].shape != expected[k].shape)
+    if wrong:
+        raise ValueError(f"{folder / ADAPTER_WEIGHTS}: tensors do not match this run's adapter: {wrong[:5]}")
+    set_peft_model_state_dict(peft_model, tensors, adapter_name=view.adapter)
+
+
+def _config_value(value: Any) -> Any:
+    """A peft config value comparable after a JSON round trip (target module lists come back as sets)."""
+    return sorted(value) if isinstance(value, (list, set, tuple, frozenset)) else value
 
 
 def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | Path) -> Path:
@@ -191,13 +249,16 @@ def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
 # --- trainer checkpoint folders -----------------------------------------------------------------------
 
 
-def save_checkpoint(path: str | Path, models: Mapping[str, ModelMixin | None], state: dict, recipe: Recipe) -> Path:
+def save_checkpoint(path: str | Path, models: Mapping[str, ModelMixin | AdapterView | None], state: dict,
+                    recipe: Recipe) -> Path:
     """Write a trainer checkpoint atomically: one model folder per entry of ``models`` (None: skipped),
     ``state.{json,safetensors}`` and ``recipe.yaml``."""
 
     def write(tmp: Path) -> None:
         for name, model in models.items():
-            if model is not None:
+            if isinstance(model, AdapterView):
+                save_adapter(model, tmp / name)
+            elif model is not None:
                 save_model(model, tmp / name)
         save_state(tmp, state)
         (tmp / RECIPE_FILE).write_text(recipe.to_yaml())
@@ -215,11 +276,16 @@ def checkpoint_step(path: str | Path) -> int:
     return int(json.loads((Path(path) / STATE_JSON).read_text())["dmd"]["step"])
 
 
-def load_checkpoint(path: str | Path, models: Mapping[str, ModelMixin | None]) -> dict:
+def load_checkpoint(path: str | Path, models: Mapping[str, ModelMixin | AdapterView | None]) -> dict:
     """Load a checkpoint written by :func:`save_checkpoint`: weights into ``models`` (None: skipped),
     the training state returned."""
     path = Path(path)
     for name, model in models.items():
-        if model is not None:
+        if isinstance(model, AdapterView):
+            load_adapter(model, path / name)
+        elif model is not None:
+            if (path / name / ADAPTER_CONFIG).is_file():
+                raise ValueError(f"{path / name}: an adapter folder, but this run holds full models "
+                                 "(the checkpoint was trained in adapter mode, Recipe.model_mode)")
             load_into(model, path / name)
     return load_state(path)

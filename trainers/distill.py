@@ -48,8 +48,9 @@ SaveCheckpoint = Callable[[str | Path], Path]
 OnReport = Callable[[int, dict[str, float], SaveCheckpoint], "bool | None"]
 """``on_report(step, metrics, save_checkpoint) -> stop?``: return True to stop the run early."""
 
-# Recipe fields a resumed run may change: they steer reporting and the budget, not the training maths.
-RESUMABLE_CHANGES = frozenset({"steps", "report_every", "eval_items", "eval_items_quick"})
+# Recipe fields a resumed run may change: they steer reporting, the budget and memory, not the training maths.
+RESUMABLE_CHANGES = frozenset(
+    {"steps", "report_every", "eval_items", "eval_items_quick", "gradient_checkpointing"})
 
 __all__ = ["BatchDraw", "DistillResult", "DivergedError", "distill", "main", "prepare"]
 
@@ -167,9 +168,12 @@ def prepare(recipe: Recipe, world: World, device: torch.device | str = "cpu",
     for teacher in teachers.values():
         teacher.model.to(device)
     schedule = TeacherSchedule.from_recipe(recipe, teachers)
-    # 2. student and fake score start as copies of the base teacher (DMD2)
-    config = DMDConfig.from_recipe(recipe, image_shape=(3, world.resolution, world.resolution))
-    state = DMDState.from_base(teachers, schedule, config, seed=recipe.seed, shard=shard)
+    # 2. student and fake score start as the base teacher (DMD2): full copies, or LoRA adapters on it
+    config = DMDConfig.from_recipe(recipe, image_shape=tuple(world.image_shape))
+    if (recipe.model_mode or world.default_model_mode()) == "adapter":
+        state = DMDState.from_adapters(teachers, schedule, config, seed=recipe.seed, shard=shard)
+    else:
+        state = DMDState.from_base(teachers, schedule, config, seed=recipe.seed, shard=shard)
     # 3. the data axes: category mix and T2I:Edit ratio
     return state, BatchDraw(world, recipe, torch.device(device), shard)
 

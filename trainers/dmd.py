@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 import torch
 from torch import nn
 
+from trainers.adapters import EMA, FAKE, STUDENT, LoraHost, LoraSpec, enable_gradient_checkpointing
 from trainers.cond import Cond
 from trainers.divergence import FiniteChecks
 from trainers.dmd_loss import distribution_matching_loss, fake_score_loss
@@ -44,6 +45,8 @@ class DMDConfig:
     lr_fake: float = 1e-4
     warmup_steps: int = 10
     ema_decay: float = 0.0  # 0 = no EMA
+    lora_rank: int = 16  # adapter mode (from_adapters) only
+    gradient_checkpointing: bool = False  # recompute G's and F's activations in backward (memory for time)
     image_shape: tuple[int, int, int] = field(default=(3, 16, 16), metadata=FROM_WORLD)
     # DM-loss noise levels (DMD2's min/max step 2%/98%); fixed, not a Recipe field
     t_range: tuple[float, float] = field(default=(0.02, 0.98), metadata=FROM_WORLD)
@@ -93,14 +96,20 @@ class DMDState:
         config: DMDConfig,
         seed: int = 0,
         shard: Shard = ONE_PROCESS,
+        ema: nn.Module | None = None,
     ) -> DMDState:
         """Wire optimisers (AdamW + linear warm-up), the EMA copy and a seeded RNG around G and F.
 
         Every process of a data-parallel run passes the same seed: they draw the same random numbers.
+        ``ema``: the EMA model when the config asks for one (adapter mode: an adapter starting as G's);
+        by default a deep copy of G.
         """
         opt_s = torch.optim.AdamW(student.parameters(), lr=config.lr_generator)
         opt_f = torch.optim.AdamW(fake.parameters(), lr=config.lr_fake)
-        ema = copy.deepcopy(student).requires_grad_(False).eval() if config.ema_decay > 0 else None
+        if config.ema_decay > 0:
+            ema = (ema if ema is not None else copy.deepcopy(student)).requires_grad_(False).eval()
+        else:
+            ema = None
         device = next(student.parameters()).device
         return cls(
             student=student.train(),
@@ -122,11 +131,34 @@ class DMDState:
         cls, teachers: TeacherSet, schedule: TeacherSchedule, config: DMDConfig, seed: int = 0,
         shard: Shard = ONE_PROCESS,
     ) -> DMDState:
-        """G and F both start as trainable copies of the base teacher (DMD2)."""
+        """G and F both start as trainable copies of the base teacher (DMD2): full mode."""
         base = teachers["base"].model
         student = copy.deepcopy(base).requires_grad_(True)
         fake = copy.deepcopy(base).requires_grad_(True)
+        if config.gradient_checkpointing:
+            enable_gradient_checkpointing(student)
+            enable_gradient_checkpointing(fake)
         return cls.create(student, fake, teachers, schedule, config, seed, shard)
+
+    @classmethod
+    def from_adapters(
+        cls, teachers: TeacherSet, schedule: TeacherSchedule, config: DMDConfig, seed: int = 0,
+        shard: Shard = ONE_PROCESS, spec: LoraSpec | None = None,
+    ) -> DMDState:
+        """G and F as two LoRA adapters (rank ``config.lora_rank``) on one frozen base: adapter mode.
+
+        The base is the base teacher's weights, shared, never copied (``trainers/adapters.py``); both
+        adapters start as no change (LoRA's B = 0: G = F = base, as in DMD2) and the EMA is a third adapter, of G's weights.
+        The teachers keep their own modules: the base teacher runs the same weights with no adapter.
+        """
+        names = (STUDENT, FAKE, EMA) if config.ema_decay > 0 else (STUDENT, FAKE)
+        host = LoraHost(teachers["base"].model, names, spec or LoraSpec(rank=config.lora_rank),
+                        gradient_checkpointing=config.gradient_checkpointing)
+        ema = None
+        if config.ema_decay > 0:
+            host.copy_adapter(STUDENT, EMA)
+            ema = host.view(EMA)
+        return cls.create(host.view(STUDENT), host.view(FAKE), teachers, schedule, config, seed, shard, ema=ema)
 
     def state_dict(self) -> dict:
         """Optimiser, warm-up and RNG state for resume (model weights are saved by the checkpoint code)."""

@@ -26,6 +26,8 @@ MIN_TILE = 64  # pixels: smaller images are upscaled by an integer factor (16-pi
 @torch.no_grad()
 def sample_grid(world: World, student: torch.nn.Module, recipe, out: Path, items: int = 32) -> Path:
     """Write the PNG of ``student``'s samples (its recipe's nfe and shift) on ``items`` benchmark items."""
+    # half the tiles are edits: a world with few held-out edits (a small real world) gets a smaller grid
+    items = min(items, 2 * max(len(world.edit_pool("heldout")), len(world.edit_types)))
     es = build_eval_set(world, EvalConfig(items=items, samples_per_prompt=4, seed=0))
     student.eval()
     generate = student_generator(student, StudentScheduler.from_recipe(recipe))

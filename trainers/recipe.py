@@ -87,6 +87,17 @@ class Recipe(BaseModel):
     )
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
 
+    # How the run holds G and F (trainers/adapters.py). Real-size bases (~20B) only fit as adapters.
+    model_mode: Literal["full", "adapter"] | None = Field(
+        None,
+        description="'full': G and F are trainable copies of the base; 'adapter': LoRA adapters on one "
+        "frozen base; None: the world's default (World.default_model_mode).",
+    )
+    lora_rank: int = Field(16, ge=1, description="Rank of G's and F's LoRA adapters (alpha = rank); adapter mode only.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute G's and F's activations in backward: less memory, more time (GPU runs)."
+    )
+
     @field_validator("category_mix")
     @classmethod
     def _check_mix(cls, mix: dict[str, float]) -> dict[str, float]:

@@ -199,13 +199,14 @@ def _print_final(card: dict[str, Any], recipe: Recipe, console: Console) -> None
         box=box.SIMPLE_HEAD,
         title=f"{card['name']}: promoted student vs teacher ({card['benchmark_items']} items)",
     )
-    for column in ["model", "NFE", *SHOWN, "ms/sample"]:
+    shown = [k for k in SHOWN if k in models["student"]]
+    for column in ["model", "NFE", *shown, "ms/sample"]:
         table.add_column(column, justify="left" if column == "model" else "right", no_wrap=True)
     nfes = {"student": recipe.nfe, f"teacher@{TEACHER_NFE}": TEACHER_NFE, f"teacher@{recipe.nfe}": recipe.nfe}
     for name, values in models.items():
         label = name if name == "student" else f"{name} (CFG {recipe.guidance_scale:g})"
         table.add_row(
-            label, str(nfes[name]), *(f"{values[k]:.4f}" for k in SHOWN), f"{values['ms_per_sample']:.2f}"
+            label, str(nfes[name]), *(f"{values[k]:.4f}" for k in shown), f"{values['ms_per_sample']:.2f}"
         )
     console.print(table)
     console.print(

@@ -49,6 +49,11 @@ def save_student(folder: Path, student: torch.nn.Module, recipe: Recipe, card: d
     return write_atomically(folder, write)
 
 
+def shown_of(refs: dict) -> list[str]:
+    """The SHOWN scores this world reports (the student's row has them all)."""
+    return [k for k in SHOWN if k in refs["models"]["student"]]
+
+
 def references(
     world: World, recipe: Recipe, student: torch.nn.Module, student_scores: dict[str, float]
 ) -> dict:
@@ -70,7 +75,8 @@ def references(
     out: dict[str, dict[str, float]] = {}
     for name, generate in samplers.items():
         scores = student_scores if name == "student" else evaluate(world, generate, config)
-        out[name] = {k: float(scores[k]) for k in SHOWN} | {"ms_per_sample": ms_per_sample(generate, timing)}
+        shown = {k: float(scores[k]) for k in SHOWN if k in scores}  # diversity: the tiny world's only
+        out[name] = shown | {"ms_per_sample": ms_per_sample(generate, timing)}
     teacher50 = out[f"teacher@{TEACHER_NFE}"]["ms_per_sample"]
     return {"models": out, "speedup": teacher50 / out["student"]["ms_per_sample"], "items": recipe.eval_items}
 
@@ -139,5 +145,5 @@ def card_of(
         "scores": refs["models"],
         "speedup": refs["speedup"],
         "benchmark_items": refs["items"],
-        "seed_check": None if check is None else check.summary(list(dict.fromkeys([*SHOWN, check.metric]))),
+        "seed_check": None if check is None else check.summary(list(dict.fromkeys([*shown_of(refs), check.metric]))),
     }

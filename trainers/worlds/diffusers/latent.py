@@ -93,9 +93,10 @@ class QwenLatentModel(torch.nn.Module):
                                                                   local_files_only=True)
         return cls(transformer)
 
-    def save_pretrained(self, folder: str | Path) -> Path:
-        """Write the inner transformer as a plain diffusers folder (QwenImageTransformer2DModel loads it)."""
-        self.transformer.save_pretrained(folder, safe_serialization=True)
+    def save_pretrained(self, folder: str | Path, **kwargs) -> Path:
+        """Write the inner transformer as a plain diffusers folder (QwenImageTransformer2DModel loads it);
+        ``kwargs`` go to diffusers' save_pretrained (safetensors always)."""
+        self.transformer.save_pretrained(folder, **(kwargs | {"safe_serialization": True}))
         return Path(folder)
 
     def enable_gradient_checkpointing(self) -> None:

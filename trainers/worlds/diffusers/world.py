@@ -80,6 +80,9 @@ class DiffusersWorld:
         implicit = _implicit_specialist(config)
         if implicit is None:
             return info
+        if implicit[0] in info.specialists:
+            raise ValueError(f"world {info.name!r}: specialist name {implicit[0]!r} is taken by the "
+                             f"{'edit_pipeline' if implicit[0] == 'edit' else 'pipeline'}'s transformer; rename it")
         specialists = dict(info.specialists) | {implicit[0]: implicit[1]}
         return WorldInfo(info.name, info.categories, info.edit_types, specialists, info.resolutions,
                          info.metrics, info.grouped)
@@ -148,14 +151,14 @@ class DiffusersWorld:
 
     def t2i_cond(self, rows: Sequence[dict]) -> Cond:
         text, mask = self.conditions.t2i([r["prompt"] for r in rows])
-        null_text, null_mask = self.conditions.t2i([""] * len(rows))
+        null_text, null_mask = self.conditions.t2i_null(len(rows))
         return Cond(text, mask, null_text, null_mask, tuple(r["category"] for r in rows))
 
     def edit_cond(self, rows: Sequence[dict], seeds: Sequence[int] | None = None) -> Cond:
         # Real sources are fixed images: ``seeds`` (the tiny world's render jitter) has nothing to vary.
         sources = [r["source"] for r in rows]
         text, mask = self.conditions.edit([(r["instruction"], s) for r, s in zip(rows, sources, strict=True)])
-        null_text, null_mask = self.conditions.edit([("", s) for s in sources])
+        null_text, null_mask = self.conditions.edit_null(sources)  # the empty instruction WITH its source
         return Cond(text, mask, null_text, null_mask, (EDIT,) * len(rows),
                     source=torch.stack([self._source_latent(s) for s in sources]),
                     is_edit=torch.ones(len(rows), dtype=torch.bool))
@@ -198,9 +201,7 @@ class DiffusersWorld:
             if spec.transformer is not None:
                 model = self._transformer(spec.transformer)
             else:  # a LoRA on the base transformer, merged into a frozen copy of it
-                from .latent import merged_lora
-
-                model = merged_lora(base, spec.lora).requires_grad_(False).eval()
+                model = _merged_lora(base, spec.lora)
             teachers.append(Teacher(spec.name, model, spec.categories))
         return TeacherSet.of(*teachers)
 
@@ -231,3 +232,14 @@ class DiffusersWorld:
         return score_edits(clip, vlm, self.edit_sources(rows), images, [r["instruction"] for r in rows],
                            [r["edit_type"] for r in rows])
 
+
+def _merged_lora(base, lora: Path):
+    """A frozen copy of the base transformer with a peft LoRA folder merged in (a LoRA specialist)."""
+    import copy
+
+    from peft import PeftModel
+
+    from .latent import QwenLatentModel
+
+    merged = PeftModel.from_pretrained(copy.deepcopy(base.transformer), str(lora)).merge_and_unload()
+    return QwenLatentModel(merged).requires_grad_(False).eval()
