@@ -10,6 +10,7 @@ import torch
 
 from trainers.flow import (
     cfg,
+    cfg_norm_rescaled,
     flow_matching_loss,
     interpolate,
     noise_from_v,
@@ -80,3 +81,17 @@ def test_flow_matching_loss_zero_at_the_true_velocity(pair):
     assert flow_matching_loss(lambda z, tt: v, x, eps, t).item() == pytest.approx(0.0, abs=1e-24)
     loss = flow_matching_loss(lambda z, tt: torch.zeros_like(z), x, eps, t)
     torch.testing.assert_close(loss, v.square().mean())
+
+
+def test_norm_rescaled_cfg_keeps_each_tokens_conditional_norm_and_matches_the_pipelines_formula():
+    """Qwen-Image's true CFG on packed tokens equals ours on [B, C, H, W] (a token = one 2×2 patch)."""
+    from trainers.models import patchify
+    from trainers.worlds.diffusers.latent import norm_rescaled_cfg
+
+    gen = torch.Generator().manual_seed(0)
+    v_cond, v_uncond = torch.randn(2, 2, 16, 8, 8, generator=gen)
+    ours = cfg_norm_rescaled(v_cond, v_uncond, 4.0)
+    assert torch.allclose(ours, norm_rescaled_cfg(v_cond, v_uncond, 4.0), atol=1e-6)
+    norms = lambda v: patchify(v, 2).norm(dim=-1)  # noqa: E731
+    assert torch.allclose(norms(ours), norms(v_cond), atol=1e-5)
+    assert not torch.allclose(ours, cfg(v_cond, v_uncond, 4.0))

@@ -97,7 +97,7 @@ def test_adapter_mode_is_the_real_worlds_default_and_keeps_the_base(tiny_real_wo
     teachers = world.load_teachers()
     before = {k: v.clone() for k, v in teachers["base"].model.state_dict().items()}
     world.load_teachers = lambda: teachers  # the run uses (and must not touch) these very weights
-    result = distill(Recipe.from_params(REAL_BASE, {"steps": 2, "report_every": 2}), world)
+    result = distill(Recipe.from_params(REAL_BASE, {"steps": 2, "report_every": 2, "cfg": "norm_rescaled"}), world)
     after = teachers["base"].model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     names = [n for n, _ in result.student.named_parameters()]  # the sampler model: the EMA adapter

@@ -133,13 +133,21 @@ def velocity(
 
 
 def guided_velocity(
-    model: nn.Module, z_t: torch.Tensor, t: torch.Tensor, cond: Cond, guidance_scale: float
+    model: nn.Module, z_t: torch.Tensor, t: torch.Tensor, cond: Cond, guidance_scale: float,
+    cfg: str = "plain",
 ) -> torch.Tensor:
     """The CFG velocity ``flow.cfg(v_cond, v_uncond, scale)``; scale 1 is one conditional call.
 
+    ``cfg="norm_rescaled"`` is Qwen-Image's true CFG (:func:`trainers.flow.cfg_norm_rescaled`).
     The one place teachers are guided: the real score of DMD and the teachers' Euler sampler.
     """
     v = velocity(model, z_t, t, cond)
     if guidance_scale != 1.0:
-        v = flow.cfg(v, velocity(model, z_t, t, cond, unconditional=True), guidance_scale)
+        v_uncond = velocity(model, z_t, t, cond, unconditional=True)
+        if cfg == "plain":
+            v = flow.cfg(v, v_uncond, guidance_scale)
+        elif cfg == "norm_rescaled":
+            v = flow.cfg_norm_rescaled(v, v_uncond, guidance_scale)
+        else:
+            raise ValueError(f"cfg must be 'plain' or 'norm_rescaled', got {cfg!r}")
     return v

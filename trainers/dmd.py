@@ -38,6 +38,7 @@ class DMDConfig:
     nfe: int = 4
     timestep_shift: float = 1.0
     guidance_scale: float = 3.0
+    cfg: str = "plain"  # "plain" | "norm_rescaled" (trainers.cond.guided_velocity)
     critic_updates: int = 5
     grad_accum: int = 1
     max_grad_norm: float = 10.0
@@ -278,6 +279,7 @@ def generator_update(state: DMDState, draw: Callable[[], Cond], checks: FiniteCh
             schedule=state.schedule,
             fake=state.fake,
             guidance_scale=cfg.guidance_scale,
+            cfg=cfg.cfg,
             checks=checks,
             generator=state.rng,
             t_range=cfg.t_range,

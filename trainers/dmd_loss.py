@@ -89,6 +89,7 @@ def distribution_matching_loss(
     fake: nn.Module,
     guidance_scale: float,
     checks: FiniteChecks,
+    cfg: str = "plain",
     generator: torch.Generator | None = None,
     t_range: tuple[float, float] = (0.02, 0.98),
     shard: Shard = ONE_PROCESS,
@@ -105,7 +106,7 @@ def distribution_matching_loss(
         t = _uniform_t(x.shape[0], t_range, x, generator, shard)
         z_t = flow.interpolate(x.detach(), _randn(x, generator, shard), t)
         weights = schedule.matrix(ks, cond.categories)
-        x0_real = real_x0(teachers, weights, z_t, t, cond, guidance_scale)
+        x0_real = real_x0(teachers, weights, z_t, t, cond, guidance_scale, cfg)
         x0_fake = flow.x0_from_v(z_t, t, velocity(fake, z_t, t, cond))
     checks.add("real-score x0 (teachers)", x0_real)
     checks.add("fake-score x0", x0_fake)

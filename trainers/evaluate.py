@@ -178,12 +178,13 @@ def _on_device(model: nn.Module, sample: Callable[[torch.Tensor, Cond, Renoise],
     return generate
 
 
-def teacher_generator(model: nn.Module, nfe: int, guidance_scale: float, shift: float = 1.0) -> Generate:
+def teacher_generator(model: nn.Module, nfe: int, guidance_scale: float, shift: float = 1.0,
+                      cfg: str = "plain") -> Generate:
     """Euler ODE sampler with ``nfe`` steps and CFG (2 model calls per step unless the scale is 1)."""
     ts = timesteps(nfe, shift)
 
     def sample(eps: torch.Tensor, cond: Cond, renoise: Renoise) -> torch.Tensor:
-        return euler_sample(lambda z, t: guided_velocity(model, z, t, cond, guidance_scale), eps, ts)
+        return euler_sample(lambda z, t: guided_velocity(model, z, t, cond, guidance_scale, cfg), eps, ts)
 
     return _on_device(model, sample)
 

@@ -64,7 +64,8 @@ def cfg_norm_rescaled(v_cond: torch.Tensor, v_uncond: torch.Tensor, scale: float
     b, c, h, w = v.shape
     tokens = lambda x: x.reshape(b, c, h // patch, patch, w // patch, patch)  # noqa: E731
     dims = (1, 3, 5)
-    ratio = tokens(v_cond).norm(dim=dims, keepdim=True) / tokens(v).norm(dim=dims, keepdim=True)
+    norm = lambda x: torch.linalg.vector_norm(tokens(x), dim=dims, keepdim=True)  # noqa: E731
+    ratio = norm(v_cond) / norm(v)
     return (tokens(v) * ratio).reshape(b, c, h, w)
 
 

@@ -74,6 +74,8 @@ class Recipe(BaseModel):
     max_grad_norm: float = Field(10.0, gt=0.0)
     critic_updates: int = Field(5, ge=1, description="TTUR: fake-score updates per generator update.")
     guidance_scale: float = Field(3.0, ge=1.0, description="CFG scale applied to every real teacher.")
+    cfg: Literal["plain", "norm_rescaled"] = Field(
+        "plain", description="the real score's CFG: plain, or Qwen-Image's true CFG rescaled to the conditional norm")
     # DMD's gain comes in the first ~20 generator steps and the raw student wobbles after that
     # (DESIGN §7); a short EMA of it, evaluated at a fixed step, is steadier on the tiny world.
     ema_decay: float = Field(0.9, ge=0.0, lt=1.0, description="EMA of the generator (evaluated instead of it); 0 = off.")

@@ -43,10 +43,11 @@ class Teacher:
         return self.categories is None or category in self.categories
 
     @torch.no_grad()
-    def x0(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond, guidance_scale: float) -> torch.Tensor:
+    def x0(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond, guidance_scale: float,
+           cfg: str = "plain") -> torch.Tensor:
         """The teacher's CFG x0 prediction (its own scale if set, else ``guidance_scale``)."""
         scale = self.guidance_scale if self.guidance_scale is not None else guidance_scale
-        return flow.x0_from_v(z_t, t, guided_velocity(self.model, z_t, t, cond, scale))
+        return flow.x0_from_v(z_t, t, guided_velocity(self.model, z_t, t, cond, scale, cfg))
 
 
 @dataclass
@@ -170,6 +171,7 @@ def real_x0(
     t: torch.Tensor,
     cond: Cond,
     guidance_scale: float,
+    cfg: str = "plain",
 ) -> torch.Tensor:
     """x0_real = Σ_m λ_m · x0_m with CFG; teacher m runs only on the items where its weight > 0."""
     assert weights.shape == (len(cond), len(teachers)), (
@@ -181,7 +183,7 @@ def real_x0(
         idx = (weights[:, m] > 0).nonzero().squeeze(1)
         if idx.numel() == 0:
             continue
-        x0 = teachers[name].x0(z_t[idx], t[idx], cond.select(idx), guidance_scale)
+        x0 = teachers[name].x0(z_t[idx], t[idx], cond.select(idx), guidance_scale, cfg)
         w = weights[idx, m].reshape(-1, *([1] * (x0.dim() - 1)))
         out[idx] += w * x0
     return out

@@ -64,10 +64,10 @@ def references(
     samplers = {
         "student": student_generator(student, StudentScheduler.from_recipe(recipe)),
         f"teacher@{TEACHER_NFE}": teacher_generator(
-            teacher, TEACHER_NFE, recipe.guidance_scale, recipe.timestep_shift
+            teacher, TEACHER_NFE, recipe.guidance_scale, recipe.timestep_shift, recipe.cfg
         ),
         f"teacher@{recipe.nfe}": teacher_generator(
-            teacher, recipe.nfe, recipe.guidance_scale, recipe.timestep_shift
+            teacher, recipe.nfe, recipe.guidance_scale, recipe.timestep_shift, recipe.cfg
         ),
     }
     timing = build_eval_set(world, EvalConfig(items=min(SPEED_ITEMS, recipe.eval_items)))
