@@ -227,6 +227,39 @@ def test_edit_conditions_depend_on_the_image_and_the_null_includes_it(world):
     assert rows[2].shape == (1 + image_tokens + 1 + 5, 32)
 
 
+def test_a_smaller_vision_area_gives_fewer_image_tokens_and_other_keys(world, tmp_path, capsys):
+    """A world's edit_vision_area: 56² pixels -> a 4x4 patch grid -> 4 image tokens instead of 16."""
+    small = 56 * 56
+    source = world["sources"][0]
+    encoder = QwenPromptEncoder.from_pipeline_folder(world["edit_pipeline"], vl_area=small)
+    assert encoder.template.vl_area == small
+    [row] = encoder.encode_each([""], [Image.open(source)])
+    assert row.shape == (1 + 4 + 1 + 5, 32)  # the default area's row is 1 + 16 + 1 + 5 (test above)
+
+    default = PipelineTexts(world["edit_pipeline"])
+    smaller = PipelineTexts(world["edit_pipeline"], vl_area=small)
+    assert default.template.vl_area == 1024 * 1024 and smaller.template.vl_area == small
+    assert default.key("add a cat", source).digest != smaller.key("add a cat", source).digest
+    t2i = PipelineTexts(world["pipeline"], vl_area=small)  # T2I templates have no vision area: same keys
+    assert t2i.template.vl_area is None and t2i.key("a cat") == PipelineTexts(world["pipeline"]).key("a cat")
+
+    pq.write_table(pa.table({"prompt": PROMPTS[:1]}), tmp_path / "prompts.parquet")
+    edits = pa.table({"instruction": ["add a cat"], "source": ["sources/0.png"]})
+    pq.write_table(edits, tmp_path / "edits.parquet")
+    cache = tmp_path / "cache"
+    args = ["--root", str(world["root"]), "--pipeline", "qwen-image", "--edit-pipeline", "qwen-image-edit",
+            "--prompts", str(tmp_path / "prompts.parquet"), "--edits", str(tmp_path / "edits.parquet"),
+            "--cache", str(cache), "--device", "cpu", "--no-progress", "--edit-vision-area", str(small)]
+    assert main(args) == 0 and json.loads(capsys.readouterr().out) == {"encoded": 2 + 2, "cached": 0}
+    text, mask = CachedConditions(cache, world["pipeline"], world["edit_pipeline"], vl_area=small).edit_null(
+        [str(source)]
+    )
+    assert mask.shape == (1, 11)
+    torch.testing.assert_close(text[0], row, rtol=1e-5, atol=1e-6)
+    with pytest.raises(MissingTextError):  # entries of another area are other entries
+        CachedConditions(cache, world["pipeline"], world["edit_pipeline"]).edit_null([str(source)])
+
+
 # -- the cache ----------------------------------------------------------------------------------------
 
 

@@ -155,7 +155,7 @@ def test_a_world_saved_by_diffusers_itself_works_the_same(tiny_real_world, tmp_p
     pq.write_table(edits, world / "edits.parquet")
     (world / "world.yaml").write_text(
         "kind: diffusers\npipeline: t2i\nedit_pipeline: edit\nresolution: 64\n"
-        "prompts: prompts.parquet\nedits: edits.parquet\njudge: {clip: clip}\n"
+        "prompts: prompts.parquet\nedits: edits.parquet\njudge: {clip: clip}\nedit_vision_area: 4096\n"
     )
     info = world_info(world)
     assert info.categories == ("portrait",) and info.specialists == {"edit": frozenset({"edit"})}

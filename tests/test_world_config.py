@@ -188,6 +188,10 @@ CASES = [
      "expected plain YAML values, found the tag !!python/object/apply:os.system"),
     ("duplicate key", _edit("text_cache: text-cache", "pipeline: qwen-image"), 16, "pipeline",
      "duplicate key (first given on line 2)"),
+    ("edit_vision_area below min_pixels", _edit("text_cache: text-cache", "edit_vision_area: 1024"),
+     16, "edit_vision_area", "expected a positive int of at least 3136 (pixels, 28*28*4), found 1024"),
+    ("edit_vision_area not an int", _edit("text_cache: text-cache", "edit_vision_area: 4096.0"), 16,
+     "edit_vision_area", "expected a valid integer, found 4096.0"),
 ]
 
 
@@ -234,6 +238,12 @@ def test_a_minimal_t2i_world_takes_the_defaults(world):
     config = read_world_config(world)
     assert (config.edit_pipeline, config.edits, config.vlm, config.specialists) == (None, None, None, {})
     assert (config.student, config.text_cache, config.edit_types) == ("pipeline", world / "text-cache", ())
+    assert config.edit_vision_area == 1024 * 1024  # what QwenImageEditPipeline.__call__ resizes sources to
+
+
+def test_edit_vision_area_is_read(world):
+    _edit("text_cache: text-cache", "edit_vision_area: 4096")(world)
+    assert read_world_config(world).edit_vision_area == 4096
 
 
 def test_an_edit_plus_pipeline_and_an_edit_student_are_accepted(world):
@@ -351,6 +361,6 @@ def test_a_sweep_spec_resolves_the_world_by_folder_or_file(world):
 
     for name in ("world", "world/world.yaml"):
         spec, info, problems = resolve_world(name, world.parent / "spec.yaml")
-        assert problems == [] and spec.name == name
+        assert problems == [] and spec.name == str((world.parent / name).resolve())  # absolute for the workers
         assert info.name == str(world / "world.yaml") and info.categories == CATEGORIES
         assert {"text", "style"} <= set(info.specialists) and info.resolutions == (64,)

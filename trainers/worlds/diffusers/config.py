@@ -42,6 +42,11 @@ PROMPT_COLUMNS = ("prompt", "category", "split")
 EDIT_COLUMNS = ("source", "instruction", "edit_type", "split")  # + an optional "category" (the source's)
 PATCH = 16  # VAE downsampling 8 × the transformer's 2×2 packing: the image side must be a multiple
 MISSING_SHOWN = 3  # missing edit sources named in the message; the rest are counted
+EDIT_VISION_AREA = 1024 * 1024
+"""The default ``edit_vision_area``: QwenImageEditPipeline.__call__ resizes an edit's source to about this
+many pixels before the text encoder's vision tower sees it (text.py's ``EDIT_VL_AREA``; repeated here
+because this module imports neither torch nor diffusers)."""
+MIN_EDIT_VISION_AREA = 28 * 28 * 4  # 56², Qwen2-VL's default min_pixels: a 4×4 grid of 14-pixel patches, 4 tokens
 
 
 class WorldFileError(YamlFileError, ValueError):
@@ -105,6 +110,7 @@ class WorldKeys(_Keys):
     resolution: int | None = None
     prompts: str | None = Field(None, min_length=1)
     edits: str | None = Field(None, min_length=1)
+    edit_vision_area: int = EDIT_VISION_AREA
     judge: JudgeKeys | None = None
     text_cache: str = Field("text-cache", min_length=1)
 
@@ -138,6 +144,7 @@ class WorldConfig:
     resolution: int
     prompts: Path
     edits: Path | None
+    edit_vision_area: int  # pixels an edit's source is resized to for the text encoder's vision tower
     clip: Path
     vlm: Path | None
     text_cache: Path
@@ -263,6 +270,7 @@ class _Checks:
             name: self.specialist(name, entry, categories) for name, entry in keys.specialists.items()
         }
         self.resolution(keys.resolution)
+        self.edit_vision_area(keys.edit_vision_area)
         clip = self.judge("clip", keys.judge.clip if keys.judge else None)
         vlm = self.judge("vlm", keys.judge.vlm if keys.judge else None)
         text_cache = self.path(keys.text_cache)
@@ -273,8 +281,8 @@ class _Checks:
         return WorldConfig(
             file=self.file, root=self.root, pipeline=pipeline, edit_pipeline=edit_pipeline,
             student=keys.student, specialists=specialists, resolution=keys.resolution, prompts=prompts,
-            edits=edits, clip=clip, vlm=vlm, text_cache=text_cache, categories=categories,
-            edit_types=edit_types or (),
+            edits=edits, edit_vision_area=keys.edit_vision_area, clip=clip, vlm=vlm, text_cache=text_cache,
+            categories=categories, edit_types=edit_types or (),
         )
 
     def problem(self, loc: Loc, message: str) -> None:
@@ -377,6 +385,13 @@ class _Checks:
     def resolution(self, value: int | None) -> None:
         if value is not None and (value <= 0 or value % PATCH):
             self.problem(("resolution",), f"expected a positive multiple of {PATCH} (pixels), found {value}")
+
+    def edit_vision_area(self, value: int) -> None:
+        if value < MIN_EDIT_VISION_AREA:
+            self.problem(
+                ("edit_vision_area",),
+                f"expected a positive int of at least {MIN_EDIT_VISION_AREA} (pixels, 28*28*4), found {value}",
+            )
 
     def judge(self, key: str, value: str | None) -> Path | None:
         """A transformers model folder whose config.json names the judge's architecture."""

@@ -100,6 +100,7 @@ specialists:
 resolution: {resolution}
 prompts: prompts.parquet
 edits: edits.parquet
+edit_vision_area: 4096  # a 64-pixel world: ~4 image tokens per edit; real worlds keep the pipeline's 1024²
 judge:
   clip: clip
   vlm: judge-vlm

@@ -11,7 +11,8 @@ Encoding (:class:`QwenPromptEncoder`) is diffusers' ``_get_qwen_prompt_embeds``,
   truncation to ``tokenizer_max_length + drop_idx``;
 * edit (``QwenImageEditPipeline``): the edit template holds ``<|vision_start|><|image_pad|><|vision_end|>``
   before the instruction. The source image is resized as the pipeline's ``__call__`` does before it
-  encodes the prompt (``calculate_dimensions(1024 * 1024, w / h)``, ``VaeImageProcessor.resize``), then
+  encodes the prompt (``calculate_dimensions(1024 * 1024, w / h)``, ``VaeImageProcessor.resize``; the area
+  is ``vl_area``, a world's ``edit_vision_area``, smaller only for small test worlds), then
   turned into ``pixel_values`` / ``image_grid_thw`` by the checkpoint's ``Qwen2VLImageProcessor`` and
   each ``<|image_pad|>`` expanded into ``grid.prod() // merge_size**2`` tokens. That expansion is what
   ``Qwen2VLProcessor`` does; it is done here by hand because that processor cannot be built without
@@ -65,7 +66,9 @@ VISION_START = "<|vision_start|>"
 IMAGE_PAD = "<|image_pad|>"
 EDIT_VL_AREA = 1024 * 1024
 """QwenImageEditPipeline.__call__ resizes the source to about this many pixels before encoding the prompt
-(``calculate_dimensions(1024 * 1024, ratio)``: a literal in ``__call__``, not readable from an object)."""
+(``calculate_dimensions(1024 * 1024, ratio)``: a literal in ``__call__``, not readable from an object).
+The default of every ``vl_area`` here; a smaller one (fewer image tokens) is for small test worlds only:
+a real checkpoint's conditions differ from the pipeline's with it."""
 
 CACHE_FORMAT = "qwen-text-cache/1"
 """Part of every key and every shard's metadata: a change of layout or key recipe starts a new cache."""
@@ -112,6 +115,15 @@ def t2i_max_sequence_length() -> int:
     return int(inspect.signature(QwenImagePipeline.__call__).parameters["max_sequence_length"].default)
 
 
+def _vl_area(vl_area: int | None) -> int:
+    """``vl_area`` checked; None is the pipeline's :data:`EDIT_VL_AREA`."""
+    if vl_area is None:
+        return EDIT_VL_AREA
+    if isinstance(vl_area, bool) or not isinstance(vl_area, int) or vl_area <= 0:
+        raise ValueError(f"vl_area: expected a positive number of pixels, found {vl_area!r}")
+    return vl_area
+
+
 @dataclass(frozen=True)
 class PromptTemplate:
     """A pipeline's prompt template and how many of its leading tokens the condition drops.
@@ -137,8 +149,13 @@ class PromptTemplate:
     diffusers_drop_idx: int  # the pipeline's hard-coded prompt_template_encode_start_idx (for reference)
 
     @classmethod
-    def of_pipeline(cls, kind: str, tokenizer: Any) -> PromptTemplate:
-        """The template of the ``kind`` pipeline class, with ``drop_idx`` counted by ``tokenizer``."""
+    def of_pipeline(cls, kind: str, tokenizer: Any, vl_area: int | None = None) -> PromptTemplate:
+        """The template of the ``kind`` pipeline class, with ``drop_idx`` counted by ``tokenizer``.
+
+        ``vl_area``: the pixels an edit's source is resized to (None: :data:`EDIT_VL_AREA`, the
+        pipeline's); T2I templates have none, so it is ignored for them.
+        """
+        vl_area = _vl_area(vl_area)
         stub = _pipeline_stub(kind)
         template = stub.prompt_template_encode
         marker = "{}" if kind == T2I else VISION_START
@@ -159,7 +176,7 @@ class PromptTemplate:
             template,
             drop,
             max_length,
-            EDIT_VL_AREA if kind == EDIT else None,
+            vl_area if kind == EDIT else None,
             int(stub.prompt_template_encode_start_idx),
         )
 
@@ -282,12 +299,14 @@ def _load_tokenizer(folder: Path) -> Any:
 class PipelineTexts:
     """A pipeline folder's text side without its weights: kind, tokenizer, template and cache keys.
 
-    ``hash_memo`` is where big files' hashes are remembered (a cache folder's ``file-hashes.json``).
+    ``hash_memo`` is where big files' hashes are remembered (a cache folder's ``file-hashes.json``);
+    ``vl_area`` is the edit template's source area (None: :data:`EDIT_VL_AREA`; part of its identity).
     """
 
-    def __init__(self, folder: str | Path, hash_memo: str | Path | None = None):
+    def __init__(self, folder: str | Path, hash_memo: str | Path | None = None, vl_area: int | None = None):
         self.folder = Path(folder)
         self.kind = pipeline_kind(self.folder)
+        self.vl_area = _vl_area(vl_area)
         self._memo = _HashMemo(Path(hash_memo) if hash_memo is not None else None)
 
     @cached_property
@@ -296,7 +315,7 @@ class PipelineTexts:
 
     @cached_property
     def template(self) -> PromptTemplate:
-        return PromptTemplate.of_pipeline(self.kind, self.tokenizer)
+        return PromptTemplate.of_pipeline(self.kind, self.tokenizer, self.vl_area)
 
     @cached_property
     def hidden_size(self) -> int:
@@ -376,15 +395,22 @@ class QwenPromptEncoder:
 
     @classmethod
     def from_pipeline_folder(
-        cls, folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+        cls,
+        folder: str | Path,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        vl_area: int | None = None,
     ) -> QwenPromptEncoder:
-        """Load text_encoder/, the tokenizer and (edits) processor/ of a pipeline folder, local files only."""
+        """Load text_encoder/, the tokenizer and (edits) processor/ of a pipeline folder, local files only.
+
+        ``vl_area``: pixels an edit's source is resized to (None: :data:`EDIT_VL_AREA`, the pipeline's).
+        """
         from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
 
         folder = Path(folder)
         kind = pipeline_kind(folder)
         tokenizer = _load_tokenizer(_tokenizer_folder(folder, kind))
-        template = PromptTemplate.of_pipeline(kind, tokenizer)
+        template = PromptTemplate.of_pipeline(kind, tokenizer, vl_area)
         image_processor = None
         if kind == EDIT:
             if not (folder / "processor").is_dir():
@@ -570,8 +596,8 @@ class TextCache:
         return path
 
 
-def _pipeline_texts(folder: str | Path, kind: str, memo: Path) -> PipelineTexts:
-    texts = PipelineTexts(folder, memo)
+def _pipeline_texts(folder: str | Path, kind: str, memo: Path, vl_area: int | None = None) -> PipelineTexts:
+    texts = PipelineTexts(folder, memo, vl_area)
     if texts.kind != kind:
         wanted = {T2I: "QwenImagePipeline folder for prompts", EDIT: "QwenImageEditPipeline folder for edits"}
         raise ValueError(f"{folder}: expected a {wanted[kind]}, found a {texts.kind} pipeline")
@@ -589,6 +615,8 @@ class CachedConditions:
     misses are encoded and written to the cache. T2I rows are cut to ``QwenImagePipeline.__call__``'s
     default ``max_sequence_length`` (512), as the pipeline cuts them; edit rows are not cut (nor does the
     edit pipeline). Rows come back as ``dtype`` (float32: the models cast them to their own dtype).
+    ``vl_area`` is the edit sources' area (None: :data:`EDIT_VL_AREA`); it must be the one ``prepare``
+    used, or every edit misses (it is part of the keys).
     """
 
     def __init__(
@@ -601,12 +629,13 @@ class CachedConditions:
         device: str | torch.device = "cpu",
         encoder_dtype: torch.dtype = torch.float32,
         dtype: torch.dtype | None = torch.float32,
+        vl_area: int | None = None,
     ):
         self.cache = TextCache(cache_folder)
         memo = Path(cache_folder) / _HASH_MEMO
         self.texts = {T2I: _pipeline_texts(pipeline, T2I, memo)}
         if edit_pipeline is not None:
-            self.texts[EDIT] = _pipeline_texts(edit_pipeline, EDIT, memo)
+            self.texts[EDIT] = _pipeline_texts(edit_pipeline, EDIT, memo, vl_area)
         self.allow_encode = allow_encode
         self.device, self.encoder_dtype, self.dtype = device, encoder_dtype, dtype
         self.max_sequence_length = t2i_max_sequence_length()
@@ -614,7 +643,9 @@ class CachedConditions:
 
     @classmethod
     def for_world(cls, config: Any, allow_encode: bool = False, **options: Any) -> CachedConditions:
-        """From a WorldConfig (``pipeline``, ``edit_pipeline``, ``text_cache``: absolute paths)."""
+        """From a WorldConfig (``pipeline``, ``edit_pipeline``, ``text_cache``: absolute paths; its
+        ``edit_vision_area`` is the edit sources' ``vl_area``)."""
+        options.setdefault("vl_area", config.edit_vision_area)
         return cls(
             config.text_cache, config.pipeline, config.edit_pipeline, allow_encode=allow_encode, **options
         )
@@ -653,7 +684,7 @@ class CachedConditions:
             if missing:
                 if kind not in self._encoders:
                     self._encoders[kind] = QwenPromptEncoder.from_pipeline_folder(
-                        texts.folder, self.device, self.encoder_dtype
+                        texts.folder, self.device, self.encoder_dtype, texts.vl_area
                     )
                 _encode_into(self.cache, self._encoders[kind], missing, BATCH_SIZE, progress=False)
         return self.cache.get(keys)
@@ -718,6 +749,7 @@ def prepare(
     dtype: torch.dtype | None = None,
     batch_size: int = BATCH_SIZE,
     progress: bool = True,
+    vl_area: int | None = None,
 ) -> dict[str, int]:
     """Encode every prompt, every (instruction, source) edit and both unconditional branches not cached yet.
 
@@ -725,6 +757,7 @@ def prepare(
     ""; the edit null is the empty instruction with each source. Each pipeline's text encoder is loaded
     only if it has something to encode, and freed before the next. One ``prepare`` at a time per cache
     (a file lock): a second waits, then finds the entries. Returns counts: ``encoded``, ``cached`` (found).
+    ``vl_area``: pixels each edit source is resized to for the vision tower (None: :data:`EDIT_VL_AREA`).
     """
     root = Path(world_root)
     at = lambda p: Path(p) if Path(p).is_absolute() else root / p  # noqa: E731
@@ -743,14 +776,14 @@ def prepare(
         if edits:
             sources = _unique(str(at(s)) for _, s in edits)
             items = _unique([("", s) for s in sources] + [(i, str(at(s))) for i, s in edits])
-            jobs.append((_pipeline_texts(at(edit_pipeline_folder), EDIT, memo), items))
+            jobs.append((_pipeline_texts(at(edit_pipeline_folder), EDIT, memo, vl_area), items))
         for texts, items in jobs:
             keys = list({k.digest: k for k in (texts.key(t, s) for t, s in items)}.values())
             missing = [k for k in keys if k not in cache]
             stats["cached"] += len(keys) - len(missing)
             stats["encoded"] += len(missing)
             if missing:
-                encoder = QwenPromptEncoder.from_pipeline_folder(texts.folder, device, dtype)
+                encoder = QwenPromptEncoder.from_pipeline_folder(texts.folder, device, dtype, texts.vl_area)
                 _encode_into(cache, encoder, missing, batch_size, progress)
                 del encoder
                 gc.collect()
@@ -760,7 +793,8 @@ def prepare(
 
 
 def prepare_world(config: Any, progress: bool = True, **options: Any) -> dict[str, int]:
-    """``prepare`` for a WorldConfig: every manifest prompt and edit (all splits) into its text cache."""
+    """``prepare`` for a WorldConfig: every manifest prompt and edit (all splits) into its text cache,
+    edit sources at the world's ``edit_vision_area``."""
     import pyarrow.parquet as pq
 
     prompts = pq.read_table(config.prompts, columns=["prompt"])["prompt"].to_pylist()
@@ -769,6 +803,7 @@ def prepare_world(config: Any, progress: bool = True, **options: Any) -> dict[st
         table = pq.read_table(config.edits, columns=["instruction", "source"])
         edits = list(zip(table["instruction"].to_pylist(), table["source"].to_pylist(), strict=True))
     options.setdefault("device", None)
+    options.setdefault("vl_area", config.edit_vision_area)
     return prepare(
         config.root,
         config.pipeline,
@@ -837,10 +872,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="encoder precision (default: bfloat16 on cuda, float32 on cpu)",
     )
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="texts per encoder forward pass")
+    parser.add_argument(
+        "--edit-vision-area",
+        type=int,
+        default=None,
+        help=f"pixels each edit source is resized to for the vision tower (default: {EDIT_VL_AREA}, "
+        "QwenImageEditPipeline's; smaller only for small test worlds)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.edits is not None and args.edit_pipeline is None:
         parser.error("--edits needs --edit-pipeline")
+    if args.edit_vision_area is not None and args.edit_vision_area <= 0:
+        parser.error(f"--edit-vision-area must be a positive number of pixels, got {args.edit_vision_area}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     stats = prepare(
         args.root,
@@ -853,6 +897,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dtype=None if args.dtype is None else getattr(torch, args.dtype),
         batch_size=args.batch_size,
         progress=not args.no_progress,
+        vl_area=args.edit_vision_area,
     )
     print(json.dumps(stats))
     return 0
