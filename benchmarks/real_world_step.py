@@ -35,6 +35,9 @@ SIZES = {
     # name: transformer shape, image side in pixels, text tokens
     "tiny": (dict(num_layers=2, num_attention_heads=2, attention_head_dim=16, axes_dims_rope=(4, 6, 6),
                   joint_attention_dim=32), 64, 16),
+    # ≈ 40M parameters: large enough that the models, not torch's libraries, set a CPU process's peak RSS
+    "small": (dict(num_layers=4, num_attention_heads=8, attention_head_dim=64, axes_dims_rope=(16, 24, 24),
+                   joint_attention_dim=256), 64, 16),
     "1b": (dict(num_layers=12, num_attention_heads=12, attention_head_dim=128, axes_dims_rope=(16, 56, 56),
                 joint_attention_dim=3584), 512, 128),
 }

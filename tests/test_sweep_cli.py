@@ -80,8 +80,8 @@ objectives: [{metric: t2i_score/underwater, mode: max}]
         (
             ["--dry-run"],
             "name: x\nworld: worlds/real\nsearch:\n  t2i_edit_ratio: {float: [0.1, 0.9]}\nobjectives: [{metric: score, mode: max}]\n",
-            {"worlds/real/world.yaml": "kind: diffusers\n"},
-            ["spec.yaml:2: world: expected a world this version can load, found 'worlds/real': only the embedded world 'tiny'"],
+            {"worlds/real/world.yaml": "kind: diffusers\n"},  # the world file's own problems, at its lines
+            ["problems in the world file:", "worlds/real/world.yaml:1: pipeline: missing required key"],
         ),
     ],
     ids=["world-names", "world-names-dry-run", "world-folder-dry-run"],

@@ -49,11 +49,6 @@ def save_student(folder: Path, student: torch.nn.Module, recipe: Recipe, card: d
     return write_atomically(folder, write)
 
 
-def shown_of(refs: dict) -> list[str]:
-    """The SHOWN scores this world reports (the student's row has them all)."""
-    return [k for k in SHOWN if k in refs["models"]["student"]]
-
-
 def references(
     world: World, recipe: Recipe, student: torch.nn.Module, student_scores: dict[str, float]
 ) -> dict:
@@ -145,5 +140,5 @@ def card_of(
         "scores": refs["models"],
         "speedup": refs["speedup"],
         "benchmark_items": refs["items"],
-        "seed_check": None if check is None else check.summary(list(dict.fromkeys([*shown_of(refs), check.metric]))),
+        "seed_check": None if check is None else check.summary(list(dict.fromkeys([*SHOWN, check.metric]))),
     }

@@ -52,7 +52,8 @@ class SeedCheck:
         return self.ranked[1] if len(self.ranked) > 1 else None
 
     def summary(self, metrics: Sequence[str]) -> dict[str, Any]:
-        """For the model card: the verdict and each candidate's [mean, std] per metric."""
+        """For the model card: the verdict and each candidate's [mean, std] per metric (those its world reports)."""
+        metrics = [m for m in metrics if all(m in r for s in self.ranked for r in s.runs)]
         return {
             "metric": self.metric,
             "lead": self.lead,
