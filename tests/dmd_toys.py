@@ -57,5 +57,5 @@ def toy_state(critic_updates=2, seed=0, **config) -> DMDState:
     teachers = TeacherSet.of(
         Teacher("base", ToyFlow()), Teacher("text", ToyFlow(), categories=frozenset({"text"}))
     )
-    cfg = DMDConfig(nfe=4, critic_updates=critic_updates, image_shape=SHAPE, warmup_steps=2, **config)
+    cfg = DMDConfig(nfe=4, critic_updates=critic_updates, image_shape=SHAPE, **({"warmup_steps": 2} | config))
     return DMDState.from_base(teachers, teacher_schedule(teachers, nfe=4, switch_step=2), cfg, seed=seed)

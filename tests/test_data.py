@@ -82,6 +82,26 @@ def test_category_mix_proportions(prompt_pool, edit_pool):
     assert comp["edit_share"] == 0.0
 
 
+def test_category_mix_weighs_edit_rows_by_their_source_category(prompt_pool, edit_pool):
+    text_only = sampler(prompt_pool, edit_pool, mix={"text": 1.0, "landscape": 0.0}, ratio=0.0)
+    drawn = {c for _ in range(100) for c in text_only.sample().edit.categories}
+    assert drawn == {"text"}  # a text-only recipe distils text images' edits only
+    heavy = sampler(prompt_pool, edit_pool, mix={"landscape": 1, "portrait": 1, "text": 2}, ratio=0.0)
+    cats = [c for _ in range(500) for c in heavy.sample().edit.categories]
+    # the pool has as many rows of each category, so text edits are half the draws (sd ≈ 0.0044)
+    assert abs(cats.count("text") / len(cats) - 0.5) < 0.02
+
+
+def test_uniform_mix_or_uncategorised_edits_draw_rows_uniformly(prompt_pool, edit_pool):
+    real = edit_pool.set_column(2, "category", pa.array(["edit"] * 12))  # a real world's edit manifest
+    uniform, uncategorised = (sampler(prompt_pool, pool, ratio=0.0, seed=3) for pool in (edit_pool, real))
+    rows = np.concatenate([uniform.sample().edit.rows for _ in range(300)])
+    # a uniform mix ignores the edits' categories: the very draws of a pool without any
+    assert np.array_equal(rows, np.concatenate([uncategorised.sample().edit.rows for _ in range(300)]))
+    counts = np.bincount(rows, minlength=12)
+    assert counts.min() > 0.75 * counts.mean()  # every row drawn about 400 times (sd ≈ 19)
+
+
 def test_seeded_and_resumable_from_json_state(prompt_pool, edit_pool):
     a, b = sampler(prompt_pool, edit_pool, seed=7), sampler(prompt_pool, edit_pool, seed=7)
     for _ in range(5):

@@ -72,6 +72,19 @@ def test_warmup_clipping_and_ema():
     assert state.lr_student.get_last_lr()[0] == pytest.approx(1e-2)
 
 
+def test_generator_warms_up_per_iteration_as_dmd2():
+    """Warm-up counts iterations (F updates): with 2 critic updates per G update and a 4-iteration
+    warm-up, G's updates run at 1/4, 3/4, 1 of its rate and F's at 1/4, 2/4, 3/4, 1, 1, 1."""
+    state = toy_state(critic_updates=2, warmup_steps=4, lr_generator=1.0, lr_fake=1.0)
+    g_rates, f_rates = [], []
+    state.opt_student.register_step_pre_hook(lambda opt, *_: g_rates.append(opt.param_groups[0]["lr"]))
+    state.opt_fake.register_step_pre_hook(lambda opt, *_: f_rates.append(opt.param_groups[0]["lr"]))
+    for _ in range(3):
+        dmd_cycle(state, lambda: make_cond(4))
+    assert g_rates == pytest.approx([0.25, 0.75, 1.0])
+    assert f_rates == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+
+
 def test_cycles_are_reproducible_and_resumable():
     a, b = toy_state(seed=5), toy_state(seed=5)
     assert (

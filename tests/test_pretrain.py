@@ -48,10 +48,16 @@ def test_batches_follow_the_config(micro_world):
     config = TeacherConfig(size="micro", batch_size=20, edit_fraction=0.4)
     x, cond = TeacherData(micro_world, config).batch()
     assert x.shape == (20, 3, 16, 16) and x.abs().max() <= 1
-    assert cond.categories.count(EDIT) == 8 and int(cond.is_edit.sum()) == 8
+    assert int(cond.is_edit.sum()) == 8 and EDIT not in cond.categories  # edits: their sources' categories
     text_only = TeacherConfig(size="micro", batch_size=12, edit_fraction=0.0, categories=("text",))
     _, cond = TeacherData(micro_world, text_only).batch()
     assert set(cond.categories) == {"text"} and cond.source is None
+    # a text specialist learns text prompts and the edits of text images (glyph edits among them)
+    text_items = TeacherConfig(size="micro", batch_size=20, edit_fraction=0.5, categories=("text",))
+    data = TeacherData(micro_world, text_items)
+    _, cond = data.batch()
+    assert set(cond.categories) == {"text"} and int(cond.is_edit.sum()) == 10
+    assert {r["category"] for r in data.edits} == {"text"} and "change_glyph" in {r["edit_type"] for r in data.edits}
 
 
 def test_condition_dropout_uses_the_empty_prompt(micro_world):
@@ -76,3 +82,7 @@ def test_world_pools_and_conditions(micro_world):
     teachers = micro_world.load_teachers()
     assert set(teachers) == {"base", "text"} and teachers["text"].covers("text")
     assert not teachers["text"].covers("landscape")
+    # an edit item carries its source image's category, so a glyph edit reaches the text specialist
+    assert econd.categories == tuple(r["category"] for r in edit_rows) and bool(econd.is_edit.all())
+    glyph = next(r for r in edits.to_pylist() if r["edit_type"] == "change_glyph")
+    assert teachers["text"].covers(*micro_world.edit_cond([glyph]).categories, is_edit=True)

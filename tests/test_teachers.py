@@ -30,7 +30,10 @@ def test_switch_schedule_weights(teachers):
         {"base": 0.0, "text": 1.0}
     ] * 2
     assert all(lam(k, "landscape") == {"base": 1.0, "text": 0.0} for k in range(4))
-    assert all(lam(k, EDIT)["base"] == 1.0 for k in range(4))  # the text specialist does not cover edits
+    assert all(lam(k, EDIT, is_edit=True)["base"] == 1.0 for k in range(4))  # edits of no category: base
+    # an edit item has its source image's category: a glyph edit is a text item, a mirror a landscape one
+    assert lam(3, "text", is_edit=True) == {"base": 0.0, "text": 1.0}
+    assert lam(3, "landscape", is_edit=True) == {"base": 1.0, "text": 0.0}
     base_only = teacher_schedule(teachers, nfe=4, switch_step=4)
     assert all(base_only(k, "text")["base"] == 1.0 for k in range(4))
     from_start = teacher_schedule(teachers, nfe=4, switch_step=0)
@@ -48,7 +51,11 @@ def test_edit_specialist_and_explicit_table():
         Teacher("text", RecordingFlow(1.0), categories=frozenset({"text", EDIT})),
     )
     lam = teacher_schedule(ts, nfe=4, switch_step=3)
-    assert lam(3, EDIT)["text"] == 1.0 and lam(2, EDIT)["base"] == 1.0
+    assert lam(3, EDIT, is_edit=True)["text"] == 1.0 and lam(2, EDIT, is_edit=True)["base"] == 1.0
+    # "edit" covers every edit item whatever its source category, and no T2I item
+    assert lam(3, "landscape", is_edit=True)["text"] == 1.0 and lam(3, "landscape")["base"] == 1.0
+    m = lam.matrix(torch.tensor([3, 3]), ["portrait", "portrait"], torch.tensor([True, False]))
+    assert torch.equal(m, torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
     # an explicit table overrides the switch; an uncovered category's weight goes to base
     table = teacher_schedule(
         ts, nfe=2, switch_step=0, teacher_weights={"base": [1.0, 0.5], "text": [0.0, 0.5]}

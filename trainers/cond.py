@@ -17,7 +17,8 @@ from torch import nn
 from trainers import flow
 
 EDIT = "edit"
-"""The category of every instruction-edit item, for the teacher schedule (a specialist may cover it)."""
+"""A specialist covering this category guides every edit item (trainers.teachers.Teacher.covers); it
+is also the category of edit items whose source has none (a real world's edit manifest)."""
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,8 @@ class Cond:
 
     ``null_text``/``null_mask`` hold the empty prompt "" (the unconditional CFG branch), expanded
     to B rows. ``source`` is the edit source image for edit items (rows of T2I items are ignored),
-    or None when no item is an edit. ``categories`` name each item's category (edits: "edit").
+    or None when no item is an edit. ``categories`` name each item's category (an edit's: its source
+image's category, or "edit" when the world has none); ``is_edit`` tells the two kinds apart.
     """
 
     text: torch.Tensor  # [B, L, D]

@@ -7,7 +7,9 @@ Pools are Arrow tables (prompt pool: ``prompt``, ``category``, …; edit pool: `
   to the fractional part), so the expected T2I share is exactly the ratio even when ratio · B is
   not an integer (0.3 · 16 = 4.8: 4 items 20% of the time, 5 items 80%);
 - each T2I item's category ~ ``category_mix``, then a prompt row uniformly within the category;
-- the rest are edit rows drawn uniformly from the edit pool.
+- the rest are edit rows, each drawn with probability ∝ ``category_mix`` of its source image's
+  category (a text-heavy mix also weighs glyph edits up; a uniform mix draws rows uniformly, as
+  does an edit pool whose categories are not prompt categories, e.g. a real world's "edit").
 
 Its own seeded numpy Generator makes batches reproducible; :meth:`BatchSampler.state_dict` is
 JSON-able, for resume. A run builds its sampler with :meth:`BatchSampler.from_recipe`: the recipe
@@ -106,6 +108,7 @@ class BatchSampler:
         self._prompts = _column(prompt_pool, "prompt", "prompt pool")
         self._rows_by_category = self._index(_column(prompt_pool, "category", "prompt pool"))
         self._edits = self._edit_columns(edit_pool)
+        self._edit_probs = self._edit_weights(mix)
         self._rng = np.random.default_rng(seed)
         self.counts: dict[str, int] = self._zero_counts()
         self.batches = 0
@@ -136,6 +139,15 @@ class BatchSampler:
             name: _column(edit_pool, name, "edit pool") for name in ("instruction", "edit_type", "category")
         }
 
+    def _edit_weights(self, mix: dict[str, float]) -> np.ndarray | None:
+        """Edit-row probabilities ∝ the mix weight of each row's source category; None = uniform."""
+        if self._edits is None:
+            return None
+        weights = np.array([mix.get(c, 0.0) for c in self._edits["category"]])
+        if weights.sum() <= 0 or np.all(weights == weights[0]):
+            return None  # no row's category is in the mix, or all weigh the same: uniform
+        return weights / weights.sum()
+
     def _zero_counts(self) -> dict[str, int]:
         return {c: 0 for c in self.mix_categories} | {"edit": 0}
 
@@ -151,11 +163,7 @@ class BatchSampler:
         n_edit = self.batch_size - n_t2i
         cats = [self.categories[c] for c in self._rng.choice(len(self.categories), size=n_t2i, p=self.probs)]
         t2i_rows = np.array([self._prompt_row(c) for c in cats], dtype=np.int64)
-        edit_rows = (
-            self._rng.integers(len(self._edits["instruction"]), size=n_edit)
-            if n_edit
-            else np.zeros(0, dtype=np.int64)
-        )
+        edit_rows = self._edit_rows(n_edit)
         batch = Batch(
             t2i=T2IPart(t2i_rows, [self._prompts[i] for i in t2i_rows], cats),
             edit=EditPart(
@@ -169,6 +177,13 @@ class BatchSampler:
         return batch
 
     __call__ = sample
+
+    def _edit_rows(self, n: int) -> np.ndarray:
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        if self._edit_probs is None:
+            return self._rng.integers(len(self._edits["instruction"]), size=n)
+        return self._rng.choice(len(self._edit_probs), size=n, p=self._edit_probs)
 
     def _prompt_row(self, category: str) -> int:
         """A prompt-pool row drawn uniformly among the rows of ``category``."""

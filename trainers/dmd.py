@@ -64,9 +64,14 @@ class DMDConfig:
         return StudentScheduler(self.nfe, self.timestep_shift)
 
 
-def _warmup(steps: int) -> Callable[[int], float]:
-    """Linear warm-up factor: (s + 1) / steps for the first ``steps`` updates, then 1."""
-    return lambda s: min(1.0, (s + 1) / steps) if steps > 0 else 1.0
+def _warmup(steps: int, every: int = 1) -> Callable[[int], float]:
+    """Linear warm-up over ``steps`` iterations for a model updated once every ``every`` of them.
+
+    An iteration is one F update. DMD2 steps both schedulers every iteration, so G — updated every
+    ``critic_updates``-th iteration — reaches the full rate after ``steps / critic_updates`` of its
+    own updates: its s-th update runs at (s · every + 1) / steps.
+    """
+    return lambda s: min(1.0, (s * every + 1) / steps) if steps > 0 else 1.0
 
 
 @dataclass
@@ -120,7 +125,7 @@ class DMDState:
             config=config,
             opt_student=opt_s,
             opt_fake=opt_f,
-            lr_student=torch.optim.lr_scheduler.LambdaLR(opt_s, _warmup(config.warmup_steps)),
+            lr_student=torch.optim.lr_scheduler.LambdaLR(opt_s, _warmup(config.warmup_steps, config.critic_updates)),
             lr_fake=torch.optim.lr_scheduler.LambdaLR(opt_f, _warmup(config.warmup_steps)),
             ema=ema,
             rng=torch.Generator(device=device).manual_seed(seed),

@@ -105,7 +105,7 @@ def distribution_matching_loss(
     with torch.no_grad():
         t = _uniform_t(x.shape[0], t_range, x, generator, shard)
         z_t = flow.interpolate(x.detach(), _randn(x, generator, shard), t)
-        weights = schedule.matrix(ks, cond.categories)
+        weights = schedule.matrix(ks, cond.categories, cond.is_edit)
         x0_real = real_x0(teachers, weights, z_t, t, cond, guidance_scale, cfg)
         x0_fake = flow.x0_from_v(z_t, t, velocity(fake, z_t, t, cond))
     checks.add("real-score x0 (teachers)", x0_real)

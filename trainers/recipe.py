@@ -33,10 +33,11 @@ class Recipe(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
-    # 1. Data composition: prompt categories used for the T2I half of each batch.
+    # 1. Data composition: the categories of the T2I items, and of the edit items' source images.
     category_mix: dict[str, float] = Field(
         default_factory=lambda: {"landscape": 1.0, "portrait": 1.0, "text": 1.0},
-        description="Category name -> non-negative weight; normalised on use (see category_weights).",
+        description=("Category name -> non-negative weight; normalised on use (see category_weights). "
+                     "Edit rows are drawn with weight ∝ their source image's category weight."),
     )
 
     # 2. Task mixture.
@@ -70,7 +71,9 @@ class Recipe(BaseModel):
     grad_accum: int = Field(1, ge=1)
     lr_generator: float = Field(1e-4, gt=0.0)
     lr_fake: float = Field(1e-4, gt=0.0)
-    warmup_steps: int = Field(10, ge=0)
+    warmup_steps: int = Field(10, ge=0, description=(
+        "linear LR warm-up over this many iterations (F updates), as DMD2: G warms over "
+        "warmup_steps / critic_updates of its own updates"))
     max_grad_norm: float = Field(10.0, gt=0.0)
     critic_updates: int = Field(5, ge=1, description="TTUR: fake-score updates per generator update.")
     guidance_scale: float = Field(3.0, ge=1.0, description="CFG scale applied to every real teacher.")

@@ -21,12 +21,16 @@ import torch
 from torch import nn
 
 from trainers import flow
-from trainers.cond import Cond, guided_velocity
+from trainers.cond import EDIT, Cond, guided_velocity
 
 
 @dataclass
 class Teacher:
-    """A frozen flow model and the categories it is a teacher for (None = every category)."""
+    """A frozen flow model and the categories it is a teacher for (None = every category).
+
+    A category covers T2I items of that category and edit items whose source image is of it (a
+    glyph edit is a text item); the category ``"edit"`` covers every edit item.
+    """
 
     name: str
     model: nn.Module
@@ -38,9 +42,11 @@ class Teacher:
             self.categories = frozenset(self.categories)
         self.model.requires_grad_(False).eval()
 
-    def covers(self, category: str) -> bool:
-        """Whether this teacher may guide items of ``category``."""
-        return self.categories is None or category in self.categories
+    def covers(self, category: str, is_edit: bool = False) -> bool:
+        """Whether this teacher may guide an item of ``category`` (an edit item if ``is_edit``)."""
+        if self.categories is None or category in self.categories:
+            return True
+        return is_edit and EDIT in self.categories
 
     @torch.no_grad()
     def x0(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond, guidance_scale: float,
@@ -93,12 +99,12 @@ class TeacherSchedule:
     table: dict[str, tuple[float, ...]]
     nfe: int
 
-    def __call__(self, k: int, category: str) -> dict[str, float]:
-        """Weights of every teacher for student step ``k`` (0-based) and ``category``."""
+    def __call__(self, k: int, category: str, is_edit: bool = False) -> dict[str, float]:
+        """Weights of every teacher for student step ``k`` (0-based) and an item of ``category``."""
         assert 0 <= k < self.nfe, f"student step {k} outside [0, {self.nfe})"
         w = {name: 0.0 for name in self.teachers.names}
         for name, row in self.table.items():
-            w[name if self.teachers[name].covers(category) else "base"] += row[k]
+            w[name if self.teachers[name].covers(category, is_edit) else "base"] += row[k]
         total = sum(w.values())
         return {name: x / total for name, x in w.items()}
 
@@ -114,9 +120,17 @@ class TeacherSchedule:
             teacher_weights=recipe.teacher_weights,
         )
 
-    def matrix(self, ks: torch.Tensor, categories: Sequence[str]) -> torch.Tensor:
-        """Weights [B, M] for items at steps ``ks`` [B] with ``categories``; columns follow ``names``."""
-        rows = [list(self(int(k), c).values()) for k, c in zip(ks.tolist(), categories, strict=True)]
+    def matrix(self, ks: torch.Tensor, categories: Sequence[str],
+               is_edit: torch.Tensor | None = None) -> torch.Tensor:
+        """Weights [B, M] for items at steps ``ks`` [B] with ``categories``; columns follow ``names``.
+
+        ``is_edit`` [B] marks edit items (None: none are).
+        """
+        edits = [False] * len(categories) if is_edit is None else is_edit.tolist()
+        rows = [
+            list(self(int(k), c, e).values())
+            for k, c, e in zip(ks.tolist(), categories, edits, strict=True)
+        ]
         return torch.tensor(rows, dtype=torch.float32)
 
 

@@ -62,16 +62,21 @@ def _drop_text(cond: Cond, p: float, gen: torch.Generator) -> Cond:
     return replace(cond, text=text, text_mask=mask)
 
 
+def _of_categories(pool, categories: tuple[str, ...] | None):
+    """The rows of a pool whose ``category`` is one of ``categories`` (None: every row)."""
+    if categories is None:
+        return pool
+    return pool.filter(np.isin(pool.column("category").to_numpy(zero_copy_only=False), categories))
+
+
 class TeacherData:
     """Fresh training batches: data images of random pool rows, new render jitter every draw."""
 
     def __init__(self, world: TinyWorld, config: TeacherConfig):
-        prompts = world.prompt_pool("train")
-        if config.categories is not None:
-            keep = np.isin(prompts.column("category").to_numpy(zero_copy_only=False), config.categories)
-            prompts = prompts.filter(keep)
-        self.prompts = prompts.to_pylist()
-        self.edits = world.edit_pool("train").to_pylist() if config.edit_fraction > 0 else []
+        self.prompts = _of_categories(world.prompt_pool("train"), config.categories).to_pylist()
+        # a specialist's edits are those of its categories' source images (what it will guide)
+        edits = _of_categories(world.edit_pool("train"), config.categories)
+        self.edits = edits.to_pylist() if config.edit_fraction > 0 else []
         self.world, self.config = world, config
         self.rng = np.random.default_rng(config.seed)
         # encode every prompt once up front (cached on disk): the loop then never waits on MiniLM
@@ -190,7 +195,7 @@ def build_micro_checkpoints(out: Path, steps: int = 4, judge: Path = CHECKPOINTS
     config = TeacherConfig(size="micro", steps=steps, batch_size=8, warmup_steps=1)
     base, record = train_teacher(world, config)
     save_teacher(base, out / "base", {"name": "base", **record})
-    text, record = train_teacher(world, replace(config, categories=("text",), edit_fraction=0.0), init=base)
+    text, record = train_teacher(world, replace(config, categories=("text",)), init=base)
     save_teacher(text, out / "text", {"name": "text", **record})
     shutil.copytree(judge, out / "judge", dirs_exist_ok=True)
     return out
@@ -247,8 +252,7 @@ def main(argv: list[str] | None = None) -> None:
             steps=args.text_steps,
             lr=1e-4,
             warmup_steps=20,
-            edit_fraction=0.0,
-            categories=("text",),
+            categories=("text",),  # text prompts and the edits of text images (glyph edits among them)
             ema_decay=0.99,
         )
         text, record = train_teacher(world, text_cfg, init=world.load_teacher_model("base"))

@@ -20,7 +20,7 @@ import pyarrow as pa
 import torch
 
 from trainers.checkpoint import load_card, load_model
-from trainers.cond import EDIT, Cond
+from trainers.cond import Cond
 from trainers.teachers import Teacher, TeacherSet
 from trainers.text import TextEncoder
 from trainers.world import GroupKind, WorldInfo
@@ -172,7 +172,7 @@ class TinyWorld:
             mask,
             null_text,
             null_mask,
-            (EDIT,) * len(rows),
+            tuple(r["category"] for r in rows),  # the source image's: a glyph edit is a text item
             source=source,
             is_edit=torch.ones(len(rows), dtype=torch.bool),
         )
