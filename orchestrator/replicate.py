@@ -63,7 +63,7 @@ FINDINGS = [
     Finding("data_composition", {m: f"data_composition_{m}.yaml" for m in MIXES}, None,
             ["t2i_score", "score", "t2i_score/landscape", "t2i_score/portrait", "t2i_score/text"],
             [Claim("portrait slice beats the naive mix (E2 3.42 vs E5 3.02)", "t2i_score", "portrait", ["mixed"]),
-             Claim("text-only is worst on T2I (E3)", "t2i_score", "landscape", ["text"]),
+             Claim("text-only is worst on T2I (E3), vs landscape", "t2i_score", "landscape", ["text"]),
              Claim("text-only is worst on T2I (E3), vs portrait", "t2i_score", "portrait", ["text"]),
              Claim("text-only is worst on T2I (E3), vs the mix", "t2i_score", "mixed", ["text"]),
              Claim("text-only is worst on T2I (E3), vs text-heavy", "t2i_score", "text_heavy", ["text"])]),
@@ -149,7 +149,20 @@ def finding_table(finding: Finding, cells: dict[str, pl.DataFrame], curves: dict
     claims = [{"claim": c.text, "metric": c.metric,
                "verdict": judge_claim({k: r[c.metric] for k, r in rows.items()}, c.better, c.worse)}
               for c in finding.claims]
-    return {"cells": rows, "claims": claims}
+    return {"cells": rows, "claims": claims, "verdict": finding_verdict([c["verdict"] for c in claims])}
+
+
+def finding_verdict(verdicts: list[str]) -> str:
+    """A finding holds when every claim does, is contradicted when any claim is, and is inconclusive otherwise."""
+    if CONTRADICTED in verdicts:
+        return CONTRADICTED
+    return HOLDS if verdicts and all(v == HOLDS for v in verdicts) else INCONCLUSIVE
+
+
+def _tally(claims: list[dict]) -> str:
+    """'2 of 5 claims hold, 0 contradicted'."""
+    verdicts = [c["verdict"] for c in claims]
+    return f"{verdicts.count(HOLDS)} of {len(verdicts)} claims hold, {verdicts.count(CONTRADICTED)} contradicted"
 
 
 # -- run folders ------------------------------------------------------------------------------------
@@ -223,14 +236,15 @@ def markdown(report: dict) -> str:
             values += [_rate(row["divergence_rate"]), _rate(row["spike_rate"])] if extra else []
             lines.append(f"| {cell} | {row['finished']}/{row['trials']} | " + " | ".join(values) + " |")
         lines += ["", "| claim | metric | verdict |", "|---|---|---|"]
-        lines += [f"| {c['claim']} | {c['metric']} | {c['verdict']} |" for c in table["claims"]] + [""]
+        lines += [f"| {c['claim']} | {c['metric']} | {c['verdict']} |" for c in table["claims"]]
+        lines += ["", f"**Finding: {table['verdict']}** ({_tally(table['claims'])}).", ""]
     return "\n".join(lines)
 
 
 def as_json(table: dict) -> dict:
     cells = {cell: {"metrics": {k: asdict(v) for k, v in row.items() if isinstance(v, Stat)},
                     **{k: v for k, v in row.items() if not isinstance(v, Stat)}} for cell, row in table["cells"].items()}
-    return {"cells": cells, "claims": table["claims"]}
+    return {"cells": cells, "claims": table["claims"], "verdict": table["verdict"]}
 
 
 def print_report(report: dict, console: Console) -> None:
@@ -245,6 +259,7 @@ def print_report(report: dict, console: Console) -> None:
         console.print(out)
         for claim in table["claims"]:
             console.print(f"  {claim['verdict']:>12}  {claim['claim']} ({claim['metric']})")
+        console.print(f"  finding {name}: [bold]{table['verdict']}[/bold] ({_tally(table['claims'])})")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -49,6 +49,13 @@ def test_claim_over_several_pairs():
     assert judge_claim(stats, "a", ["missing"]) == INCONCLUSIVE
 
 
+def test_finding_verdict():
+    assert rp.finding_verdict([HOLDS, HOLDS]) == HOLDS
+    assert rp.finding_verdict([HOLDS, INCONCLUSIVE]) == INCONCLUSIVE
+    assert rp.finding_verdict([HOLDS, CONTRADICTED, INCONCLUSIVE]) == CONTRADICTED
+    assert rp.finding_verdict([]) == INCONCLUSIVE
+
+
 def test_spikes():
     assert rp.spiked([1.0, 50.0, 2.0]) and rp.spiked([1.0, float("nan")])
     assert not rp.spiked([1.0, 2.0, 3.0]) and not rp.spiked([])
@@ -117,8 +124,12 @@ def test_main_reads_fake_runs_and_writes_the_table(tmp_path, capsys):
     assert verdicts["a mid-trajectory switch (k*=2) beats base alone (k*=4) on text"] == INCONCLUSIVE
     assert set(report["task_ratio"]["cells"]) == set(rp.RATIOS)
     assert report["teacher_guidance"]["cells"]["0"]["divergence_rate"] == 0.0
+    assert report["data_composition"]["verdict"] == HOLDS  # every claim holds in the fake runs
+    assert report["task_ratio"]["verdict"] == CONTRADICTED  # one claim is
+    assert report["teacher_guidance"]["verdict"] == INCONCLUSIVE
     assert "| 5:5 | 3/3 |" in (out / "replication.md").read_text()
     assert "holds" in capsys.readouterr().out
+    assert "**Finding: contradicted** (" in (out / "replication.md").read_text()
 
 
 def test_missing_run_names_the_command(tmp_path, capsys):
