@@ -109,7 +109,11 @@ def verdict(better: Stat, worse: Stat, z: float = 2.0) -> str:
 
 def judge_claim(stats: dict[str, Stat], better: str, worse: list[str]) -> str:
     """A claim over several pairs: contradicted if any pair is, holds if every pair does, else inconclusive."""
-    verdicts = [verdict(stats.get(better, Stat(None, None, 0)), stats.get(w, Stat(None, None, 0))) for w in worse]
+    return combine([verdict(stats.get(better, Stat(None, None, 0)), stats.get(w, Stat(None, None, 0))) for w in worse])
+
+
+def combine(verdicts: list[str]) -> str:
+    """Several verdicts as one (a claim's pairs, a finding's claims): contradicted if any is, holds if all do."""
     if CONTRADICTED in verdicts:
         return CONTRADICTED
     return HOLDS if verdicts and all(v == HOLDS for v in verdicts) else INCONCLUSIVE
@@ -149,14 +153,7 @@ def finding_table(finding: Finding, cells: dict[str, pl.DataFrame], curves: dict
     claims = [{"claim": c.text, "metric": c.metric,
                "verdict": judge_claim({k: r[c.metric] for k, r in rows.items()}, c.better, c.worse)}
               for c in finding.claims]
-    return {"cells": rows, "claims": claims, "verdict": finding_verdict([c["verdict"] for c in claims])}
-
-
-def finding_verdict(verdicts: list[str]) -> str:
-    """A finding holds when every claim does, is contradicted when any claim is, and is inconclusive otherwise."""
-    if CONTRADICTED in verdicts:
-        return CONTRADICTED
-    return HOLDS if verdicts and all(v == HOLDS for v in verdicts) else INCONCLUSIVE
+    return {"cells": rows, "claims": claims, "verdict": combine([c["verdict"] for c in claims])}
 
 
 def _tally(claims: list[dict]) -> str:

@@ -49,11 +49,11 @@ def test_claim_over_several_pairs():
     assert judge_claim(stats, "a", ["missing"]) == INCONCLUSIVE
 
 
-def test_finding_verdict():
-    assert rp.finding_verdict([HOLDS, HOLDS]) == HOLDS
-    assert rp.finding_verdict([HOLDS, INCONCLUSIVE]) == INCONCLUSIVE
-    assert rp.finding_verdict([HOLDS, CONTRADICTED, INCONCLUSIVE]) == CONTRADICTED
-    assert rp.finding_verdict([]) == INCONCLUSIVE
+def test_combine_verdicts():
+    assert rp.combine([HOLDS, HOLDS]) == HOLDS
+    assert rp.combine([HOLDS, INCONCLUSIVE]) == INCONCLUSIVE
+    assert rp.combine([HOLDS, CONTRADICTED, INCONCLUSIVE]) == CONTRADICTED
+    assert rp.combine([]) == INCONCLUSIVE
 
 
 def test_spikes():
